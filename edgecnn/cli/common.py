@@ -1,0 +1,96 @@
+"""Flags and output helpers shared by the sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from typing import Any, Iterable, Sequence
+
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def add_model_args(parser: argparse.ArgumentParser, weights: bool = True) -> None:
+    """MODEL plus the scaling knobs, in the papers' vocabulary."""
+    parser.add_argument("model", metavar="MODEL",
+                        help="zoo name or alias, e.g. mobilenet, mobilenet_v2, efficientnet_b0 "
+                             "(see 'edgecnn models')")
+    parser.add_argument("--alpha", type=positive_float, metavar="A",
+                        help="width multiplier of MobileNets (paper values 0.25/0.5/0.75/1.0 for V1, "
+                             "0.35-1.4 for V2, V3); e.g. --alpha 0.5")
+    parser.add_argument("--phi", type=float, metavar="PHI",
+                        help="EfficientNet compound coefficient for your own scaled variant "
+                             "(width 1.1^phi, depth 1.2^phi, resolution 1.15^phi); e.g. --phi 0.5")
+    parser.add_argument("--res", type=positive_int, metavar="PX",
+                        help="square input resolution in pixels (default: the model's own, e.g. 224); "
+                             "e.g. --res 160")
+    parser.add_argument("--num-classes", type=positive_int, default=None, metavar="N",
+                        help="classifier outputs (default 1000, or the checkpoint's)")
+    parser.add_argument("--in-chans", type=positive_int, default=None, metavar="C",
+                        help="input channels: 3 for RGB, 1 for grayscale (default: the model's)")
+    if weights:
+        parser.add_argument("--weights", metavar="W",
+                            help="'imagenet' (torchvision's released file, SHA-256 checked), or a "
+                                 "local .pth/.pt/.safetensors file or edgecnn checkpoint "
+                                 "(default: random initialisation)")
+
+
+def model_knobs(args: argparse.Namespace) -> dict[str, Any]:
+    """The scaling knobs the user actually gave (unset ones are left to the model's defaults)."""
+    return {k: getattr(args, k) for k in ("alpha", "phi") if getattr(args, k, None) is not None}
+
+
+def emit_json(obj: Any) -> None:
+    """Print one JSON object on stdout (the ``--json`` contract)."""
+    json.dump(obj, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+
+
+def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],
+                justify: Sequence[str] | None = None) -> None:
+    """A table for people, on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for i, col in enumerate(columns):
+        table.add_column(col, justify=(justify[i] if justify else "left"))
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console().print(table)
+
+
+def human_count(n: float) -> str:
+    """12345678 -> '12.35M'."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
+
+
+def human_bytes(n: float) -> str:
+    """Bytes in binary units: 1536 -> '1.5 KiB'."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"

@@ -1,0 +1,1 @@
+"""edgecnn.data: image loading, transforms and datasets (image folders, Fashion-MNIST, CIFAR-10)."""

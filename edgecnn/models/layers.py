@@ -1,0 +1,139 @@
+"""Blocks shared by the model families, written once.
+
+Module layouts (the order of children inside each ``nn.Sequential``) follow torchvision, so that
+state_dict keys match torchvision's released checkpoints wherever a family has one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+ActLayer = Callable[..., nn.Module]
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to the nearest multiple of ``divisor`` without losing more than 10%.
+
+    This is the rounding of the MobileNetV2 reference code, reused by V3, EfficientNet and others.
+    """
+    min_value = divisor if min_value is None else min_value
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class ConvBNAct(nn.Sequential):
+    """Conv2d -> BatchNorm2d -> activation ("same" padding), torchvision's ``Conv2dNormActivation``.
+
+    ``act_layer=None`` leaves the activation out (a linear bottleneck); ``norm=False`` drops the
+    BatchNorm and gives the convolution a bias.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 3, stride: int = 1,
+                 groups: int = 1, act_layer: ActLayer | None = nn.ReLU, norm: bool = True,
+                 dilation: int = 1, padding: int | None = None, bn_eps: float = 1e-5,
+                 bn_momentum: float = 0.1, inplace: bool | None = True) -> None:
+        if padding is None:
+            padding = (kernel_size - 1) // 2 * dilation
+        layers: list[nn.Module] = [nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding,
+                                             dilation=dilation, groups=groups, bias=not norm)]
+        if norm:
+            layers.append(nn.BatchNorm2d(out_chs, eps=bn_eps, momentum=bn_momentum))
+        if act_layer is not None:
+            layers.append(act_layer(inplace=inplace) if inplace is not None else act_layer())
+        super().__init__(*layers)
+        self.out_channels = out_chs
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation (Hu et al. 2018), torchvision's ``SqueezeExcitation`` layout.
+
+    Global average pool -> 1x1 conv ``fc1`` to ``squeeze_chs`` -> act -> 1x1 conv ``fc2`` -> gate.
+    """
+
+    def __init__(self, in_chs: int, squeeze_chs: int, act_layer: ActLayer = nn.ReLU,
+                 gate_layer: ActLayer = nn.Sigmoid) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(in_chs, squeeze_chs, 1)
+        self.fc2 = nn.Conv2d(squeeze_chs, in_chs, 1)
+        self.activation = act_layer()
+        self.scale_activation = gate_layer()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return x * scale
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (Huang et al. 2016): zero a residual branch with probability ``p``.
+
+    Same behaviour as torchvision's ``StochasticDepth(p, "row")``; an identity at eval time.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's inverted residual with linear bottleneck (torchvision layout: ``self.conv``).
+
+    1x1 expand (skipped when ``expand_ratio == 1``) -> 3x3 depthwise -> 1x1 linear projection;
+    identity shortcut when stride is 1 and channel counts match.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, stride: int, expand_ratio: float,
+                 act_layer: ActLayer = nn.ReLU6) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        hidden = int(round(in_chs * expand_ratio))
+        self.use_res_connect = stride == 1 and in_chs == out_chs
+        layers: list[nn.Module] = []
+        if expand_ratio != 1:
+            layers.append(ConvBNAct(in_chs, hidden, 1, act_layer=act_layer))
+        layers += [
+            ConvBNAct(hidden, hidden, 3, stride, groups=hidden, act_layer=act_layer),
+            nn.Conv2d(hidden, out_chs, 1, bias=False),
+            nn.BatchNorm2d(out_chs),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.out_channels = out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+def init_weights(model: nn.Module, linear_std: float = 0.01) -> None:
+    """torchvision's initialisation for the efficient families.
+
+    Convs: Kaiming-normal (fan-out); BatchNorm: ones and zeros; Linear: normal(0, ``linear_std``).
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, linear_std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
