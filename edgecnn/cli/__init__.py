@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from edgecnn import __version__
@@ -51,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeCNNError as exc:
         print(f"edgecnn: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `edgecnn models | head`: the reader left; exit quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("edgecnn: interrupted; no partial output was kept", file=sys.stderr)
         return 130

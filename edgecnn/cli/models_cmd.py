@@ -17,10 +17,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "models", help="list every model with params and MACs at its default resolution",
         description="List every registered model with its parameter count and MACs "
                     "(multiply-accumulates, batch 1) at its default resolution, 1000 classes.",
-        epilog="example:\n  edgecnn models --family mobilenet_v1\n  edgecnn models --json",
+        epilog="examples:\n  edgecnn models --family mobilenet_v1\n  edgecnn models --json\n"
+               "  edgecnn models --markdown > table.md",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--family", help="only this family, e.g. efficientnet")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    out.add_argument("--markdown", action="store_true",
+                     help="print a Markdown table (the README's model table is made with this)")
     p.set_defaults(func=run_models)
 
     p = sub.add_parser(
@@ -68,12 +72,15 @@ def run_models(args: argparse.Namespace) -> int:
         families = sorted({get_spec(n).family for n in list_models()})
         raise EdgeCNNError(f"no family {args.family!r}; families: {', '.join(families)}")
     rows = [describe(n) for n in track(names, description="measuring", transient=True,
-                                       disable=args.json)]
+                                       disable=args.json or args.markdown)]
     aliases: dict[str, list[str]] = {}
     for alias, target in list_aliases().items():
         aliases.setdefault(target, []).append(alias)
     if args.json:
         emit_json({"models": rows})
+        return 0
+    if args.markdown:
+        print(markdown_table(rows, aliases))
         return 0
     print_table(f"{len(rows)} models (MACs: multiply-adds per image at the default resolution)",
                 ["name", "family", "params", "MACs", "res", "aliases"],
@@ -81,6 +88,16 @@ def run_models(args: argparse.Namespace) -> int:
                   r["default_res"], ", ".join(aliases.get(r["name"], []))] for r in rows],
                 justify=["left", "left", "right", "right", "right", "left"])
     return 0
+
+
+def markdown_table(rows: list[dict], aliases: dict[str, list[str]]) -> str:
+    """The README's model table: name, family, params, MACs at the default resolution."""
+    lines = ["| model | family | params | MACs | default res | aliases |",
+             "| --- | --- | ---: | ---: | ---: | --- |"]
+    lines += [f"| `{r['name']}` | {r['family']} | {r['params']:,} | {human_count(r['macs'])} | "
+              f"{r['default_res']} | {', '.join(f'`{a}`' for a in aliases.get(r['name'], []))} |"
+              for r in rows]
+    return "\n".join(lines)
 
 
 def run_info(args: argparse.Namespace) -> int:
