@@ -11,6 +11,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from edgecnn.errors import EdgeCNNError
+
 ActLayer = Callable[..., nn.Module]
 
 
@@ -137,3 +139,27 @@ def init_weights(model: nn.Module, linear_std: float = 0.01) -> None:
             nn.init.normal_(m.weight, 0, linear_std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+class BasicConv2d(nn.Module):
+    """Conv2d (no bias) -> BatchNorm2d (eps 1e-3) -> ReLU with torchvision's Inception key names.
+
+    GoogLeNet and Inception v3 name the parts ``conv`` and ``bn`` (not ``0``/``1`` as in
+    :class:`ConvBNAct`), so their released checkpoints need this layout.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel_size: int | tuple[int, int] = 1,
+                 stride: int = 1, padding: int | tuple[int, int] = 0) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size, stride, padding, bias=False)
+        self.bn = nn.BatchNorm2d(out_chs, eps=0.001)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.relu(self.bn(self.conv(x)), inplace=True)
+
+
+def check_rate(what: str, value: object) -> float:
+    """Validate a dropout / drop-path probability in [0, 1) and return it as a float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise EdgeCNNError(f"{what} must be a probability in [0, 1), got {value!r}")
+    return float(value)
