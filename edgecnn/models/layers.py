@@ -6,6 +6,7 @@ state_dict keys match torchvision's released checkpoints wherever a family has o
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -163,3 +164,68 @@ def check_rate(what: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise EdgeCNNError(f"{what} must be a probability in [0, 1), got {value!r}")
     return float(value)
+
+
+def check_alpha(alpha: object, published: tuple[float, ...]) -> float:
+    """Validate a width multiplier (any finite number > 0); the error names the published values."""
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) \
+            or alpha <= 0:
+        raise EdgeCNNError(f"alpha (width multiplier) must be > 0, got {alpha!r}; published values "
+                           f"are {', '.join(map(str, published))}")
+    return float(alpha)
+
+
+class MBConv(nn.Module):
+    """Mobile inverted bottleneck of MnasNet, MobileNetV3 and EfficientNet (torchvision layout).
+
+    ``self.block``: 1x1 expand to ``exp_chs`` (skipped when equal to ``in_chs``) -> k x k depthwise
+    -> optional squeeze-excite with ``se_chs`` channels -> 1x1 linear projection. Identity shortcut
+    (through :class:`DropPath` with probability ``drop_path``) when stride is 1 and channels match.
+    """
+
+    def __init__(self, in_chs: int, exp_chs: int, out_chs: int, kernel_size: int, stride: int,
+                 act_layer: ActLayer, se_chs: int | None = None, se_act: ActLayer = nn.ReLU,
+                 se_gate: ActLayer = nn.Sigmoid, drop_path: float = 0.0, bn_eps: float = 1e-5,
+                 bn_momentum: float = 0.1) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {stride}")
+        bn = {"bn_eps": bn_eps, "bn_momentum": bn_momentum}
+        layers: list[nn.Module] = []
+        if exp_chs != in_chs:
+            layers.append(ConvBNAct(in_chs, exp_chs, 1, act_layer=act_layer, **bn))
+        layers.append(ConvBNAct(exp_chs, exp_chs, kernel_size, stride, groups=exp_chs,
+                                act_layer=act_layer, **bn))
+        if se_chs:
+            layers.append(SqueezeExcite(exp_chs, se_chs, act_layer=se_act, gate_layer=se_gate))
+        layers.append(ConvBNAct(exp_chs, out_chs, 1, act_layer=None, **bn))
+        self.block = nn.Sequential(*layers)
+        self.stochastic_depth = DropPath(drop_path)
+        self.use_res_connect = stride == 1 and in_chs == out_chs
+        self.out_channels = out_chs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return x + self.stochastic_depth(out) if self.use_res_connect else out
+
+
+class Fire(nn.Module):
+    """SqueezeNet's fire module (Iandola et al. 2016), torchvision layout.
+
+    1x1 ``squeeze`` conv -> ReLU, then 1x1 ``expand1x1`` and 3x3 ``expand3x3`` convs (each -> ReLU)
+    concatenated along channels: ``expand1x1_chs + expand3x3_chs`` output channels.
+    """
+
+    def __init__(self, in_chs: int, squeeze_chs: int, expand1x1_chs: int, expand3x3_chs: int) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(in_chs, squeeze_chs, 1)
+        self.squeeze_activation = nn.ReLU(inplace=True)
+        self.expand1x1 = nn.Conv2d(squeeze_chs, expand1x1_chs, 1)
+        self.expand1x1_activation = nn.ReLU(inplace=True)
+        self.expand3x3 = nn.Conv2d(squeeze_chs, expand3x3_chs, 3, padding=1)
+        self.expand3x3_activation = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
+                          self.expand3x3_activation(self.expand3x3(x))], 1)
