@@ -24,7 +24,8 @@ class ModelStats:
 
     ``params``: trainable parameters; ``macs``: multiply-accumulates per image;
     ``weight_bytes_*``: parameter storage at that precision (bytes);
-    ``peak_activation_bytes``: the largest input+output footprint of any single layer, fp32 (bytes).
+    ``peak_activation_bytes``: the largest input+output footprint of any single layer, fp32 (bytes);
+    an in-place layer or a view counts its buffer once.
     """
 
     params: int
@@ -78,7 +79,11 @@ def model_stats(model: nn.Module, res: int | None = None, in_chans: int | None =
 
     def hook(_module, inputs, output):
         nonlocal peak
-        peak = max(peak, _tensor_bytes(inputs) + _tensor_bytes(output))
+        first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
+        aliased = first is not None and isinstance(output, torch.Tensor) and (
+            output is first or (output._base is not None and output._base in (first, first._base)))
+        # an in-place op or a view (ReLU(inplace=True), Flatten) needs no second buffer
+        peak = max(peak, _tensor_bytes(inputs) + (0 if aliased else _tensor_bytes(output)))
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
