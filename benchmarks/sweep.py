@@ -1,0 +1,328 @@
+"""Sweeps: points for files, export folders and zoo models; resumable runs; table, CSV and plot.
+
+A sweep is a list of points (see :mod:`edgecnn.benchmarks.runtimes`) over model x alpha x res x
+precision x runtime x threads. :func:`run_sweep` measures them one process each, with a progress
+bar, rewriting the results JSONL atomically after every point; a re-run with the same file skips
+the points already measured (status ok or skipped) and retries those that failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from itertools import product
+from pathlib import Path
+from typing import Callable, Iterable
+
+from edgecnn.benchmarks.measure import Protocol
+from edgecnn.benchmarks.runtimes import RUNTIMES, error_row, point_key, run_point, unavailable_reason
+from edgecnn.errors import EdgeCNNError
+from edgecnn.io import atomic_path, write_text
+
+MODEL_SUFFIXES = (".tflite", ".onnx")
+PRECISIONS = ("float32", "float16", "dynamic", "int8")
+# file-name endings of exported files (edgecnn export names each file for what it is)
+_NAME_PRECISION = (("_int8_uint8io", "int8"), ("_int8_int8io", "int8"), ("_dynamic_int8", "dynamic"),
+                   ("_int8", "int8"), ("_float16", "float16"), ("_fp16", "float16"),
+                   ("_float32", "float32"), ("_fp32", "float32"))
+
+
+def precision_from_name(path: Path) -> str | None:
+    """The precision an exported file's name states (``..._int8.tflite`` -> 'int8'), else None."""
+    stem = path.stem.lower()
+    return next((p for suffix, p in _NAME_PRECISION if stem.endswith(suffix)), None)
+
+
+def _base_point(runtime: str, threads: int | None, protocol: Protocol, **fields) -> dict:
+    return {"runtime": runtime, "threads": threads if RUNTIMES[runtime].threaded else None,
+            "protocol": protocol.to_dict(), **fields}
+
+
+def _expand(runtime: str, threads: Iterable[int], protocol: Protocol, **fields) -> list[dict]:
+    if not RUNTIMES[runtime].threaded:
+        return [_base_point(runtime, None, protocol, **fields)]
+    return [_base_point(runtime, t, protocol, **fields) for t in threads]
+
+
+def points_for_files(files: list[Path], threads: list[int], protocol: Protocol,
+                     runtimes: list[str] | None = None, spec: dict | None = None,
+                     info: dict | None = None) -> list[dict]:
+    """Points for ``.tflite``/``.onnx`` files of one model, plus PyTorch points when ``spec`` is known.
+
+    ``info`` holds the descriptive fields of that model (``model``, ``res``, ``macs``, per-file
+    ``precision``/``accuracy`` under ``files``) read from an export's ``report.json``.
+    """
+    info = info or {}
+    wanted = set(runtimes or RUNTIMES)
+    points: list[dict] = []
+    for path in files:
+        meta = info.get("files", {}).get(path.name, {})
+        fields = {"model": info.get("model") or path.stem, "path": str(path),
+                  "precision": meta.get("precision") or precision_from_name(path),
+                  "file_bytes": path.stat().st_size, "res": info.get("res"),
+                  "macs": info.get("macs"), "accuracy": meta.get("accuracy")}
+        for name, rt in RUNTIMES.items():
+            if rt.suffix == path.suffix.lower() and name in wanted:
+                points += _expand(name, threads, protocol, **fields)
+    if spec is not None:
+        have_onnx = any(p.suffix.lower() == ".onnx" for p in files)
+        fields = {"model": info.get("model") or spec["name"], "spec": spec, "res": spec["res"],
+                  "macs": info.get("macs"), "precision": None}
+        for name, rt in RUNTIMES.items():
+            if name in wanted and rt.from_spec and not (rt.suffix and have_onnx):
+                points += _expand(name, threads, protocol, **fields)
+    return points
+
+
+def read_export_dir(folder: Path) -> tuple[list[Path], dict | None, dict]:
+    """The model files of an export folder, the zoo spec and descriptive fields from ``report.json``."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MODEL_SUFFIXES and p.is_file())
+    if not files:
+        raise EdgeCNNError(f"{folder} holds no .tflite or .onnx file")
+    report_path = folder / "report.json"
+    if not report_path.is_file():
+        return files, None, {"model": folder.name}
+    try:
+        report = json.loads(report_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EdgeCNNError(f"cannot read {report_path}: {exc}") from None
+    return files, report_spec(report), report_info(report, folder)
+
+
+def report_spec(report: dict) -> dict | None:
+    """The zoo model an export report describes (for PyTorch points), or None."""
+    model = report.get("model")
+    name = model.get("name") if isinstance(model, dict) else model
+    res = report.get("res") or (model.get("res") if isinstance(model, dict) else None)
+    if not name or not res:
+        return None
+    knobs = report.get("knobs") or (model.get("knobs") if isinstance(model, dict) else None) or {}
+    return {"name": name, "knobs": knobs, "res": int(res),
+            "num_classes": report.get("num_classes"), "in_chans": report.get("in_chans")}
+
+
+def report_info(report: dict, folder: Path) -> dict:
+    """``model`` label, ``res``, ``macs`` and per-file precision/accuracy from an export report."""
+    files = {}
+    for f in report.get("files", []):
+        name = Path(f.get("path", "")).name
+        acc = (f.get("verification") or {}).get("top1_accuracy") or f.get("accuracy")
+        files[name] = {"precision": f.get("precision"), "accuracy": acc}
+    return {"model": folder.name, "res": report.get("res"), "macs": report.get("macs"),
+            "files": files}
+
+
+def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = None,
+             in_chans: int | None = None) -> tuple[dict, int]:
+    """A zoo model's spec for PyTorch points and its MACs at ``res`` (from the meta device)."""
+    import torch
+
+    from edgecnn.models import create_model, default_res, get_spec
+    from edgecnn.stats import model_stats
+
+    spec = get_spec(name)
+    res = spec.check_res(res or default_res(name, **knobs))
+    with torch.device("meta"):
+        model = create_model(spec.name, num_classes=num_classes or 1000, in_chans=in_chans, **knobs)
+    macs = model_stats(model, res=res).macs
+    return {"name": spec.name, "knobs": dict(model.edgecnn_config.knobs), "res": res,
+            "num_classes": num_classes, "in_chans": in_chans}, macs
+
+
+def variants(name: str, alphas: list[float] | None, resolutions: list[int] | None) -> list[tuple[dict, int | None]]:
+    """(knobs, res) for every alpha x res the user asked for (None: the model's default)."""
+    return [({"alpha": a} if a is not None else {}, r)
+            for a, r in product(alphas or [None], resolutions or [None])]
+
+
+def ensure_export(spec: dict, precisions: list[str], exports_root: Path) -> Path:
+    """The export folder of a zoo variant with every precision asked for; exported when missing."""
+    from edgecnn.export import export
+
+    report = export(spec["name"], res=spec["res"], quantize=precisions,
+                    num_classes=spec.get("num_classes"), in_chans=spec.get("in_chans"),
+                    out_root=exports_root, reuse=True, **spec["knobs"])
+    return Path(report.out_dir)
+
+
+# ---------------------------------------------------------------- running
+
+def load_rows(path: Path | None) -> list[dict]:
+    """Rows of a results JSONL (missing file: none; unreadable lines are ignored)."""
+    if path is None or not Path(path).is_file():
+        return []
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "key" in row:
+            rows.append(row)
+    return rows
+
+
+def save_rows(rows: list[dict], path: Path) -> None:
+    write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
+
+
+def run_sweep(points: list[dict], results: Path | None = None, timeout: float = 600.0,
+              runner: Callable[[dict], dict] | None = None, progress: bool = True) -> list[dict]:
+    """Measure every point (skipping those already in ``results``); returns their rows in order.
+
+    ``runner`` measures one point (default: :func:`run_point` locally, with ``timeout`` seconds);
+    remote targets pass their own. Unavailable local runtimes give 'skipped' rows with the reason.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    runner = runner or (lambda p: run_point(p, timeout=timeout))
+    previous = load_rows(results)
+    done = {r["key"]: r for r in previous if r.get("status") in ("ok", "skipped")}
+    log = [r for r in previous if r["key"] in done]
+    reasons: dict[str, str | None] = {}
+    rows = []
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+                  disable=not progress) as bar:
+        task = bar.add_task("benchmarking", total=len(points))
+        for point in points:
+            key = point_key(point)
+            if key in done:
+                rows.append(done[key])
+                bar.advance(task)
+                continue
+            bar.update(task, description=f"{point.get('model')} {point['runtime']} "
+                                         f"{point.get('precision') or ''} t={point.get('threads')}")
+            if point.get("target", "local") == "local":
+                if point["runtime"] not in reasons:
+                    reasons[point["runtime"]] = unavailable_reason(point["runtime"])
+                reason = reasons[point["runtime"]]
+            else:
+                reason = None
+            row = error_row(point, reason, status="skipped") if reason else runner(point)
+            rows.append(row)
+            log = [r for r in log if r["key"] != key] + [row]
+            if results is not None:
+                save_rows(log, results)
+            bar.advance(task)
+    return rows
+
+
+# ---------------------------------------------------------------- reporting
+
+def sort_rows(rows: list[dict]) -> list[dict]:
+    """Measured rows by median latency, then skipped, then failed ones."""
+    order = {"ok": 0, "skipped": 1}
+    return sorted(rows, key=lambda r: (order.get(r.get("status"), 2), r.get("median_ms") or 0.0))
+
+
+def fastest(rows: list[dict]) -> dict[str, dict]:
+    """Per model, the fastest measured row (lowest median)."""
+    best: dict[str, dict] = {}
+    for r in rows:
+        if r.get("status") == "ok" and r.get("median_ms") is not None:
+            m = r.get("model")
+            if m not in best or r["median_ms"] < best[m]["median_ms"]:
+                best[m] = r
+    return best
+
+
+CSV_COLUMNS = ("model", "runtime", "precision", "threads", "target", "res", "macs", "file_bytes",
+               "init_ms", "first_ms", "warmup_ms", "runs", "mean_ms", "median_ms", "p90_ms", "p99_ms",
+               "std_ms", "min_ms", "max_ms", "peak_memory_bytes", "gmacs_per_s", "accuracy", "status",
+               "error", "path")
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for r in sort_rows(rows):
+        writer.writerow({k: r.get(k) for k in CSV_COLUMNS})
+    write_text(path, buf.getvalue())
+
+
+def _fmt(v, spec: str = ".2f") -> str:
+    return "" if v is None else format(v, spec)
+
+
+def print_rows(rows: list[dict], title: str) -> None:
+    """The people's table: sorted by median latency, failures last with their one-line reason."""
+    from edgecnn.cli.common import human_bytes, human_count, print_table
+
+    table = []
+    for r in sort_rows(rows):
+        ok = r.get("status") == "ok"
+        table.append([
+            r.get("model"), r.get("runtime"), r.get("precision") or "", r.get("threads") or "-",
+            _fmt(r.get("median_ms")), _fmt(r.get("p90_ms")),
+            f"{r['mean_ms']:.2f} ± {r['std_ms']:.2f}" if ok and r.get("mean_ms") is not None else "",
+            _fmt(r.get("init_ms"), ".1f"), _fmt(r.get("first_ms")),
+            human_bytes(r["peak_memory_bytes"]) if r.get("peak_memory_bytes") is not None else "",
+            human_bytes(r["file_bytes"]) if r.get("file_bytes") else "",
+            human_count(r["macs"]) if r.get("macs") else "", _fmt(r.get("gmacs_per_s"), ".1f"),
+            "ok" if ok else f"{r.get('status')}: {r.get('error')}",
+        ])
+    print_table(title, ["model", "runtime", "precision", "threads", "median ms", "p90 ms",
+                        "mean ± std ms", "init ms", "first ms", "peak mem", "file", "MACs", "GMAC/s",
+                        "status"], table,
+                justify=["left", "left", "left", "right", "right", "right", "right", "right", "right",
+                         "right", "right", "right", "right", "left"])
+
+
+def plot(rows: list[dict], path: Path, title: str = "latency vs MACs") -> Path:
+    """Latency (median ms) against MACs, and against accuracy when rows have it, as a PNG.
+
+    One marker series per runtime/precision/threads, log-log like the MobileNet paper's trade-off
+    figures; each point is labelled with its model.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("median_ms")]
+    axes_for = [("macs", "MACs (multiply-adds per image)", True)]
+    if any(r.get("accuracy") is not None for r in ok):
+        axes_for.append(("accuracy", "top-1 accuracy", False))
+    fig, axes = plt.subplots(1, len(axes_for), figsize=(7 * len(axes_for), 5.5), squeeze=False)
+    series: dict[str, list[dict]] = {}
+    for r in ok:
+        series.setdefault(f"{r['runtime']} {r.get('precision') or ''} "
+                          f"{'t=' + str(r['threads']) if r.get('threads') else ''}".strip(), []).append(r)
+    for ax, (field, label, logx) in zip(axes[0], axes_for):
+        for name, rs in sorted(series.items()):
+            pts = [r for r in rs if r.get(field) is not None]
+            if not pts:
+                continue
+            ax.scatter([r[field] for r in pts], [r["median_ms"] for r in pts], label=name, s=22)
+            for r in pts:
+                ax.annotate(str(r.get("model")), (r[field], r["median_ms"]), fontsize=6, alpha=0.7,
+                            xytext=(3, 2), textcoords="offset points")
+        if logx:
+            ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("median latency (ms, batch 1)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def describe_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Expand the user's positional paths: files as they are, folders to their model files."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out += sorted(q for q in p.iterdir() if q.suffix.lower() in MODEL_SUFFIXES and q.is_file())
+        else:
+            out.append(p)
+    return out
