@@ -1,7 +1,9 @@
 """The model zoo: one file per family, all registered by name in :mod:`edgecnn.models.registry`."""
 
+# Import order is registration order, i.e. the order of 'edgecnn models'.
+from edgecnn.models import mobilenet_v1  # noqa: F401,I001  (registers its variants)
 from edgecnn.models import mobilenet_v2  # noqa: F401  (registers its variants)
-from edgecnn.models import efficientnet, mobilenet_v1, mobilenet_v3, shufflenet_v2, squeezenet  # noqa: F401,E501
+from edgecnn.models import mobilenet_v3, efficientnet, squeezenet, shufflenet_v2  # noqa: F401,I001
 from edgecnn.models.registry import (
     ModelConfig,
     ModelSpec,
