@@ -21,8 +21,10 @@ ignores the normalisation there.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import zipfile
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -35,6 +37,28 @@ TFLITE_IDENTIFIER = b"TFL3"
 LABELS_FILE = "labels.txt"
 # Every field written here exists since metadata schema 1.0.0; readers refuse newer requirements.
 MIN_PARSER_VERSION = "1.0.0"
+_MD: Any = None  # the metadata schema module, loaded once
+
+
+def _metadata_schema() -> Any:
+    """The generated ``metadata_schema_py_generated`` module that the mediapipe wheel ships.
+
+    Loaded from its file: importing it through the ``mediapipe`` package would pull in all of
+    MediaPipe and TensorFlow (~15 s); the generated module itself needs only ``flatbuffers``.
+    """
+    global _MD
+    if _MD is None:
+        spec = importlib.util.find_spec("mediapipe")  # locates the package without importing it
+        path = (Path(spec.submodule_search_locations[0]) / "tasks" / "metadata" / "metadata_schema_py_generated.py"
+                if spec is not None and spec.submodule_search_locations else None)
+        if path is None or not path.is_file():
+            raise EdgeCNNError("TFLite metadata needs the metadata schema that mediapipe ships; "
+                               "install it with: pip install mediapipe")
+        module_spec = importlib.util.spec_from_file_location("_edgecnn_tflite_metadata_schema", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        _MD = module
+    return _MD
 
 
 def _schemas() -> tuple[Any, Any, Any]:
@@ -45,12 +69,7 @@ def _schemas() -> tuple[Any, Any, Any]:
     except ImportError as exc:
         raise EdgeCNNError(f"TFLite metadata needs ai-edge-litert and flatbuffers ({exc}); "
                            "install them with: pip install ai-edge-litert") from None
-    try:
-        from mediapipe.tasks.metadata import metadata_schema_py_generated as md
-    except ImportError as exc:
-        raise EdgeCNNError(f"TFLite metadata needs the metadata schema shipped by mediapipe ({exc}); "
-                           "install it with: pip install mediapipe") from None
-    return tfl, md, flatbuffers
+    return tfl, _metadata_schema(), flatbuffers
 
 
 def _model_root(tfl: Any, model_bytes: bytes) -> Any:
