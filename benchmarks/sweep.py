@@ -68,12 +68,18 @@ def points_for_files(files: list[Path], threads: list[int], protocol: Protocol,
                 points += _expand(name, threads, protocol, **fields)
     if spec is not None:
         have_onnx = any(p.suffix.lower() == ".onnx" for p in files)
-        fields = {"model": info.get("model") or spec["name"], "spec": spec, "res": spec["res"],
-                  "macs": info.get("macs"), "precision": None}
+        fields = {"model": info.get("model") or variant_label(spec), "spec": spec, "res": spec["res"],
+                  "macs": info.get("macs")}
         for name, rt in RUNTIMES.items():
             if name in wanted and rt.from_spec and not (rt.suffix and have_onnx):
-                points += _expand(name, threads, protocol, **fields)
+                points += _expand(name, threads, protocol, precision=rt.precision, **fields)
     return points
+
+
+def variant_label(spec: dict) -> str:
+    """``mobilenet_v2_0.35_64``: the model name, its knob values and the resolution."""
+    knobs = "".join(f"_{v:.2f}" if isinstance(v, float) else f"_{v}" for v in spec["knobs"].values())
+    return f"{spec['name']}{knobs}_{spec['res']}"
 
 
 def read_export_dir(folder: Path) -> tuple[list[Path], dict | None, dict]:
@@ -120,6 +126,7 @@ def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = 
     import torch
 
     from edgecnn.models import create_model, default_res, get_spec
+    from edgecnn.models.registry import resolve_knobs
     from edgecnn.stats import model_stats
 
     spec = get_spec(name)
@@ -127,7 +134,7 @@ def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = 
     with torch.device("meta"):
         model = create_model(spec.name, num_classes=num_classes or 1000, in_chans=in_chans, **knobs)
     macs = model_stats(model, res=res).macs
-    return {"name": spec.name, "knobs": dict(model.edgecnn_config.knobs), "res": res,
+    return {"name": spec.name, "knobs": resolve_knobs(spec, **knobs), "res": res,
             "num_classes": num_classes, "in_chans": in_chans}, macs
 
 
@@ -264,13 +271,16 @@ def print_rows(rows: list[dict], title: str) -> None:
             human_bytes(r["peak_memory_bytes"]) if r.get("peak_memory_bytes") is not None else "",
             human_bytes(r["file_bytes"]) if r.get("file_bytes") else "",
             human_count(r["macs"]) if r.get("macs") else "", _fmt(r.get("gmacs_per_s"), ".1f"),
-            "ok" if ok else f"{r.get('status')}: {r.get('error')}",
+            r.get("status"),
         ])
     print_table(title, ["model", "runtime", "precision", "threads", "median ms", "p90 ms",
                         "mean ± std ms", "init ms", "first ms", "peak mem", "file", "MACs", "GMAC/s",
                         "status"], table,
                 justify=["left", "left", "left", "right", "right", "right", "right", "right", "right",
                          "right", "right", "right", "right", "left"])
+    for r in rows:
+        if r.get("status") == "skipped":
+            print(f"skipped {r.get('model')} [{r['runtime']}]: {r.get('error')}")
 
 
 def plot(rows: list[dict], path: Path, title: str = "latency vs MACs") -> Path:

@@ -1,0 +1,238 @@
+"""``edgecnn bench``: size, latency and memory of models across runtimes and threads, here or remote."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from edgecnn.cli.common import emit_json, positive_float, positive_int
+from edgecnn.errors import EdgeCNNError
+
+EPILOG = """examples:
+  edgecnn bench exports/mobilenet_v1_0.50_160/          every .tflite/.onnx there (+ PyTorch via report.json)
+  edgecnn bench mobilenet --alpha 0.25,0.5 --res 128,160 --quantize float32,int8
+  edgecnn bench model.tflite --threads 1,2,4 --runs 200 --json
+  edgecnn bench model.tflite --target ssh://pi@raspberrypi.local --ssh-key ~/.ssh/id_ed25519
+  edgecnn bench model.tflite --target adb --benchmark-binary ./benchmark_model --use-gpu
+  edgecnn bench mobilenet --alpha 0.5,1.0 --results sweep.jsonl --plot sweep.png   (re-run resumes)
+
+method (as TFLite's benchmark_model): init, first inference, warm-up runs (>= --warmup-runs and
+--warmup-secs), then >= --runs runs lasting >= --min-secs; mean/median/p90/p99/std in ms. Peak
+memory = RSS high-water-mark increase of the measuring process from just before init. Every point
+runs in its own process. MACs = multiply-accumulates per image; GMAC/s at the median latency."""
+
+
+def _list(kind, name: str):
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.split(",") if v.strip()]
+        except (ValueError, argparse.ArgumentTypeError) as exc:
+            raise argparse.ArgumentTypeError(f"{name}: {exc}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"{name}: empty list")
+        return values
+
+    return parse
+
+
+def _choices(allowed) -> "callable":
+    def check(v: str) -> str:
+        v = v.strip()
+        if v not in allowed:
+            raise argparse.ArgumentTypeError(f"{v!r} is not one of {', '.join(allowed)}")
+        return v
+
+    return check
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from edgecnn.benchmarks.runtimes import RUNTIMES
+    from edgecnn.benchmarks.sweep import PRECISIONS
+
+    p = sub.add_parser(
+        "bench", help="latency, memory and size across runtimes and threads (local, ssh, adb)",
+        description="Measure latency (ms), peak memory (bytes), file size and achieved GMAC/s of "
+                    ".tflite/.onnx files, export folders or zoo models, across runtimes and thread "
+                    "counts, on this machine, on a Linux board over ssh, or on Android over adb.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="MODEL_OR_PATH",
+                   help="a .tflite or .onnx file, an export folder (e.g. exports/mobilenet_v1_0.50_160/) "
+                        "or a zoo model name (e.g. mobilenet), which is exported first; e.g. model.tflite")
+    g = p.add_argument_group("zoo models (when MODEL_OR_PATH is a name)")
+    g.add_argument("--alpha", type=_list(positive_float, "--alpha"), metavar="A[,A...]",
+                   help="width multipliers to sweep; e.g. --alpha 0.25,0.5,0.75,1.0")
+    g.add_argument("--res", type=_list(positive_int, "--res"), metavar="PX[,PX...]",
+                   help="input resolutions to sweep (default: the model's); e.g. --res 128,160,192,224")
+    g.add_argument("--quantize", type=_list(_choices(PRECISIONS), "--quantize"),
+                   default=["float32", "int8"], metavar="P[,P...]",
+                   help="precisions of the exported files: float32,float16,dynamic,int8 "
+                        "(default float32,int8); e.g. --quantize float32,int8")
+    g.add_argument("--num-classes", type=positive_int, metavar="N",
+                   help="classifier outputs (default 1000); e.g. --num-classes 10")
+    g.add_argument("--in-chans", type=positive_int, metavar="C",
+                   help="input channels (default the model's); e.g. --in-chans 1")
+    g.add_argument("--exports-dir", type=Path, default=Path("exports"), metavar="DIR",
+                   help="where zoo variants are exported, or reused when already there "
+                        "(default exports/); e.g. --exports-dir /tmp/exports")
+    g = p.add_argument_group("what to run and how long")
+    g.add_argument("--runtime", type=_list(_choices(list(RUNTIMES)), "--runtime"), metavar="R[,R...]",
+                   help=f"runtimes (default all that apply to the inputs: {', '.join(RUNTIMES)}; "
+                        "GPU ones are listed as skipped without CUDA); e.g. --runtime litert,onnxruntime")
+    g.add_argument("--threads", type=_list(positive_int, "--threads"), metavar="N[,N...]",
+                   help="CPU thread counts (default 1 and all cores); e.g. --threads 1,2,4")
+    g.add_argument("--runs", type=positive_int, default=50, metavar="N",
+                   help="minimum measured runs (default 50); e.g. --runs 200")
+    g.add_argument("--min-secs", type=positive_float, default=1.0, metavar="S",
+                   help="minimum measuring time in seconds (default 1.0); e.g. --min-secs 5")
+    g.add_argument("--warmup-runs", type=positive_int, default=1, metavar="N",
+                   help="minimum warm-up runs (default 1); e.g. --warmup-runs 10")
+    g.add_argument("--warmup-secs", type=positive_float, default=0.5, metavar="S",
+                   help="minimum warm-up time in seconds (default 0.5); e.g. --warmup-secs 2")
+    g.add_argument("--max-secs", type=positive_float, default=150.0, metavar="S",
+                   help="stop a point's runs after this many seconds (default 150); e.g. --max-secs 30")
+    g.add_argument("--timeout", type=positive_float, default=600.0, metavar="S",
+                   help="kill a point's process after this many seconds and record an error "
+                        "(default 600); e.g. --timeout 120")
+    g = p.add_argument_group("output")
+    g.add_argument("--results", type=Path, metavar="FILE.jsonl",
+                   help="keep every row in this JSONL file; a re-run skips the points already "
+                        "measured there (resume); e.g. --results sweep.jsonl")
+    g.add_argument("--csv", type=Path, metavar="FILE.csv", help="also write the table as CSV; e.g. --csv sweep.csv")
+    g.add_argument("--plot", type=Path, metavar="FILE.png",
+                   help="plot latency against MACs (and accuracy when known) like the MobileNet "
+                        "paper's trade-off figures; e.g. --plot sweep.png")
+    g.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    g = p.add_argument_group("remote targets")
+    g.add_argument("--target", default="local", metavar="T",
+                   help="'local' (default), 'ssh://[user@]host[:port]' (a Linux board with python3, "
+                        "NumPy and ai-edge-litert or tflite_runtime) or 'adb' (Android); "
+                        "e.g. --target ssh://pi@raspberrypi.local")
+    g.add_argument("--ssh-key", metavar="KEY", help="private key for ssh; e.g. --ssh-key ~/.ssh/id_ed25519")
+    g.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
+                   help="extra 'ssh -o' option, repeatable; e.g. --ssh-option StrictHostKeyChecking=accept-new")
+    g.add_argument("--remote-python", default="python3", metavar="PY",
+                   help="the board's Python (default python3); e.g. --remote-python /home/pi/venv/bin/python")
+    g.add_argument("--remote-dir", metavar="DIR",
+                   help="folder on the board for the runner and models (default: a temporary one, "
+                        "removed afterwards); e.g. --remote-dir /home/pi/edgecnn")
+    g.add_argument("--benchmark-binary", type=Path, metavar="FILE",
+                   help="TFLite's benchmark_model built for the phone (adb target); "
+                        "e.g. --benchmark-binary ./android_aarch64_benchmark_model")
+    g.add_argument("--serial", metavar="S", help="adb device serial when several are attached; e.g. --serial emulator-5554")
+    g.add_argument("--use-gpu", action="store_true", help="adb: run with the GPU delegate (--use_gpu=true)")
+    g.add_argument("--use-nnapi", action="store_true", help="adb: run with the NNAPI delegate (--use_nnapi=true)")
+    g.add_argument("--no-xnnpack", action="store_true", help="adb: --use_xnnpack=false (TFLite's reference CPU kernels)")
+    p.set_defaults(func=run_bench)
+
+
+def _is_path(text: str) -> bool:
+    return os.sep in text or text.lower().endswith((".tflite", ".onnx")) or Path(text).exists()
+
+
+def _local_points(args, threads, protocol) -> list[dict]:
+    from edgecnn.benchmarks.sweep import (MODEL_SUFFIXES, ensure_export, points_for_files,
+                                          read_export_dir, variants, zoo_spec)
+
+    points: list[dict] = []
+    for item in args.inputs:
+        path = Path(item)
+        if path.is_dir():
+            files, spec, info = read_export_dir(path)
+            points += points_for_files(files, threads, protocol, args.runtime, spec, info)
+        elif _is_path(item):
+            if not path.is_file():
+                raise EdgeCNNError(f"{item}: no such file")
+            if path.suffix.lower() not in MODEL_SUFFIXES:
+                raise EdgeCNNError(f"{item}: not a .tflite or .onnx file")
+            info = read_export_dir(path.parent)[2] if (path.parent / "report.json").is_file() else {}
+            points += points_for_files([path], threads, protocol, args.runtime, None, info)
+        else:
+            for knobs, res in variants(item, args.alpha, args.res):
+                spec, macs = zoo_spec(item, res, knobs, args.num_classes, args.in_chans)
+                files: list[Path] = []
+                info = {"macs": macs}
+                if args.runtime is None or "litert" in args.runtime:  # ONNX Runtime needs no file
+                    folder = ensure_export(spec, args.quantize, args.exports_dir)
+                    files, _, info = read_export_dir(folder)
+                    info["macs"] = info.get("macs") or macs
+                points += points_for_files(files, threads, protocol, args.runtime, spec, info)
+    return points
+
+
+def _remote_points(args, threads, protocol, label: str, options: dict | None) -> list[dict]:
+    from edgecnn.benchmarks.sweep import describe_paths, precision_from_name
+
+    files = describe_paths(args.inputs)
+    for f in files:
+        if not f.is_file() or f.suffix.lower() != ".tflite":
+            raise EdgeCNNError(f"{f}: remote targets run .tflite files only (give a file or an export folder)")
+    return [{"runtime": "litert" if label.startswith("ssh") else "benchmark_model", "target": label,
+             "path": str(f), "model": f.stem, "precision": precision_from_name(f),
+             "file_bytes": f.stat().st_size, "threads": t, "protocol": protocol.to_dict(),
+             "options": options} for f in files for t in threads]
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from edgecnn.benchmarks.measure import Protocol, machine_info
+    from edgecnn.benchmarks.sweep import fastest, plot, print_rows, run_sweep, write_csv
+
+    protocol = Protocol(num_runs=args.runs, min_secs=args.min_secs, warmup_runs=args.warmup_runs,
+                        warmup_min_secs=args.warmup_secs, max_secs=args.max_secs)
+    cores = os.cpu_count() or 1
+    threads = args.threads or sorted({1, cores})
+    target, runner, machine = None, None, None
+    if args.target == "local":
+        points = _local_points(args, threads, protocol)
+        machine = machine_info()
+    elif args.target.startswith("ssh://"):
+        from edgecnn.benchmarks.remote_ssh import SSHTarget
+
+        target = SSHTarget.parse(args.target, key=args.ssh_key, python=args.remote_python,
+                                 remote_dir=args.remote_dir, options=args.ssh_option)
+        points = _remote_points(args, args.threads or [1], protocol, target.label, None)
+    elif args.target == "adb":
+        from edgecnn.benchmarks.remote_adb import AdbTarget
+
+        if args.benchmark_binary is None:
+            raise EdgeCNNError("--target adb needs --benchmark-binary (TFLite's benchmark_model for the phone)")
+        target = AdbTarget(args.benchmark_binary, serial=args.serial, use_gpu=args.use_gpu,
+                           use_nnapi=args.use_nnapi, use_xnnpack=not args.no_xnnpack)
+        points = _remote_points(args, args.threads or [1], protocol, target.label, target.options)
+    else:
+        raise EdgeCNNError(f"bad --target {args.target!r}: use local, ssh://[user@]host[:port] or adb")
+    if not points:
+        raise EdgeCNNError("nothing to measure: no runtime in --runtime applies to these inputs")
+    if target is not None:
+        found = target.prepare()
+        machine = found.get("machine", found)
+
+        def runner(point):
+            return target.run_point(point, timeout=args.timeout)
+    try:
+        rows = run_sweep(points, args.results, timeout=args.timeout, runner=runner,
+                         progress=sys.stderr.isatty())
+    finally:
+        if hasattr(target, "close"):
+            target.close()
+    if args.csv:
+        write_csv(rows, args.csv)
+    if args.plot:
+        plot(rows, args.plot)
+    best = fastest(rows)
+    failed = [r for r in rows if r.get("status") == "error"]
+    if args.json:
+        emit_json({"target": args.target, "machine": machine, "protocol": protocol.to_dict(),
+                   "rows": rows, "fastest": best, "results": args.results, "csv": args.csv,
+                   "plot": args.plot})
+    elif len(failed) < len(rows):
+        where = f"{machine.get('cpu')}, {machine.get('cores')} cores" if machine else args.target
+        print_rows(rows, f"{args.target}: {where} (sorted by median latency; ms per image, batch 1)")
+        for model, r in best.items():
+            print(f"fastest for {model}: {r['runtime']} {r.get('precision') or ''} "
+                  f"threads={r.get('threads') or '-'}: {r['median_ms']:.2f} ms median")
+    for r in failed:
+        print(f"edgecnn: error: {r.get('model')} [{r['runtime']}, threads={r.get('threads') or '-'}]: "
+              f"{r.get('error')}", file=sys.stderr)
+    return 2 if failed else 0
