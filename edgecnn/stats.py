@@ -81,7 +81,8 @@ def model_stats(model: nn.Module, res: int | None = None, in_chans: int | None =
         nonlocal peak
         first = inputs[0] if inputs and isinstance(inputs[0], torch.Tensor) else None
         aliased = first is not None and isinstance(output, torch.Tensor) and (
-            output is first or (output._base is not None and output._base in (first, first._base)))
+            output is first or (output._base is not None
+                                and any(output._base is t for t in (first, first._base))))
         # an in-place op or a view (ReLU(inplace=True), Flatten) needs no second buffer
         peak = max(peak, _tensor_bytes(inputs) + (0 if aliased else _tensor_bytes(output)))
 
