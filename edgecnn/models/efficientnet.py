@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.models.layers import ConvBNAct, MBConv, make_divisible
+from edgecnn.models.layers import ConvBNAct, MBConv, init_weights, make_divisible
 from edgecnn.models.registry import ModelSpec, register
 
 # expand ratio, kernel, stride, input channels, output channels, repeats (B0, paper Table 1)
@@ -98,22 +98,10 @@ class EfficientNet(nn.Module):
         self.features = nn.Sequential(*features)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout, inplace=True), nn.Linear(head_chs, num_classes))
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """torchvision's: Kaiming-normal (fan-out) convs, unit BatchNorm, U(+-1/sqrt(classes)) Linear."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                bound = 1.0 / math.sqrt(m.out_features)
-                nn.init.uniform_(m.weight, -bound, bound)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
+        # torchvision draws EfficientNet's classifier from U(+-1/sqrt(classes)), not N(0, 0.01)
+        bound = 1.0 / math.sqrt(num_classes)
+        nn.init.uniform_(self.classifier[1].weight, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
