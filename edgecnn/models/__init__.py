@@ -4,6 +4,9 @@
 from edgecnn.models import mobilenet_v1  # noqa: F401,I001  (registers its variants)
 from edgecnn.models import mobilenet_v2  # noqa: F401  (registers its variants)
 from edgecnn.models import mobilenet_v3, efficientnet, squeezenet, shufflenet_v2  # noqa: F401,I001
+# Reference models from CNN history, in order of publication.
+from edgecnn.models import lenet, alexnet, vgg, googlenet, inception, resnet, densenet  # noqa: F401,I001
+from edgecnn.models import convnext  # noqa: F401,I001
 from edgecnn.models.registry import (
     ModelConfig,
     ModelSpec,
