@@ -10,8 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from edgecnn.errors import EdgeCNNError
-from edgecnn.models.layers import ConvBNAct, InvertedResidual, init_weights, make_divisible
+from edgecnn.models.layers import ConvBNAct, InvertedResidual, check_alpha, init_weights, make_divisible
 from edgecnn.models.registry import ModelSpec, register
 
 # t (expansion), c (output channels at alpha 1), n (repeats), s (stride of the first repeat)
@@ -31,10 +30,7 @@ class MobileNetV2(nn.Module):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, alpha: float = 1.0,
                  dropout: float = 0.2) -> None:
         super().__init__()
-        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or alpha <= 0:
-            raise EdgeCNNError(
-                f"alpha (width multiplier) must be > 0, got {alpha!r}; published values are "
-                f"{', '.join(map(str, PUBLISHED_ALPHAS))}")
+        alpha = check_alpha(alpha, PUBLISHED_ALPHAS)
         in_chs = make_divisible(32 * alpha)
         self.last_channel = make_divisible(1280 * max(1.0, alpha))
         features: list[nn.Module] = [ConvBNAct(in_chans, in_chs, 3, 2, act_layer=nn.ReLU6)]
