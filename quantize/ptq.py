@@ -1,0 +1,212 @@
+"""Full-integer post-training quantisation (PT2E) of a float PyTorch model for litert-torch.
+
+The recipe: ``torch.export`` the eval-mode model at batch 1, annotate it with litert-torch's
+``PT2EQuantizer`` (int8 activations per tensor, int8 weights per output channel, symmetric),
+``prepare_pt2e`` (folds BatchNorm, inserts observers), run the real calibration images through
+it, ``convert_pt2e`` (observers -> quantize/dequantize pairs), then ``litert_torch.convert`` with
+the same quantizer in its ``QuantConfig`` so the converter lowers the q/dq pairs to int8 kernels.
+
+Found on this stack (torch 2.13, torchao 0.18, litert-torch 0.10) and handled here:
+
+* The model is exported with ``strict=True``. Non-strict export (torch 2.13's default) drops the
+  ``source_fn_stack`` node metadata that litert-torch's pattern annotators match on, so residual
+  ``add``, pooling and ``mul`` stay unannotated and end up as float islands (DEQUANTIZE -> ADD ->
+  QUANTIZE) in the .tflite: 9 float ADDs in MobileNetV2. Strict export makes them int8.
+* The .tflite that litert-torch writes in this mode has **int8 input and int8 output tensors**
+  (the first QUANTIZE and last DEQUANTIZE are folded into the signature, with their scale and
+  zero point on the tensors). Callers quantise inputs as ``round(x / scale) + zero_point``.
+* NHWC interface (``layout="nhwc"``): calibration runs on the NCHW graph; the *quantised* graph is
+  then wrapped with ``litert_torch.to_channel_last_io`` and that wrapper is what gets converted.
+  TFLite is NHWC inside, so the wrapper's permute cancels the converter's own layout transpose:
+  the int8 file has no TRANSPOSE op at all (the NCHW one keeps one at the input).
+
+>>> q = quantize_pt2e(model, calib)            # calib: (N, C, H, W) normalised float images
+>>> tflite_bytes = to_tflite(q)                 # or litert_torch.convert(q.module, q.sample_args,
+...                                             #                         quant_config=q.quant_config)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from edgecnn.errors import EdgeCNNError
+from edgecnn.quantize.observers import PercentileObserver
+
+# Activation-range methods: name -> (observer class or None for PercentileObserver, what it does).
+METHODS = {
+    "minmax": "min/max of every calibration activation (per tensor)",
+    "percentile": "clip each activation to its 0.01%/99.99% percentiles (histogram based)",
+    "histogram": "range that minimises the L2 quantisation error of the activation histogram "
+                 "(PT2E HistogramObserver; litert-torch's default)",
+}
+# Fewest calibration images per method: tails and histograms need more samples than extremes.
+MIN_CALIB_IMAGES = {"minmax": 8, "percentile": 32, "histogram": 16}
+DEFAULT_METHOD = "histogram"
+LAYOUTS = ("nhwc", "nchw")
+
+
+@dataclass
+class QuantizedModel:
+    """A calibrated, quantised PT2E graph ready for ``litert_torch.convert``.
+
+    ``module`` takes ``sample_args`` (batch 1, in ``layout``); ``quant_config`` must be passed to the
+    converter so it lowers the quantize/dequantize pairs to int8 kernels.
+    """
+
+    module: nn.Module
+    sample_args: tuple[torch.Tensor, ...]
+    quant_config: object  # litert_torch.quantize.quant_config.QuantConfig
+    method: str
+    layout: str
+    per_channel: bool
+    calib_images: int
+    keep_float: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Simulated-int8 PyTorch outputs for a batch in ``layout`` (run one image at a time)."""
+        with torch.no_grad():
+            return torch.cat([self.module(x[i:i + 1]) for i in range(x.shape[0])])
+
+
+def check_method(method: str) -> str:
+    """Return ``method`` if it is a known activation-range method, else raise one clear line."""
+    if method not in METHODS:
+        raise EdgeCNNError(f"unknown quantisation method {method!r}; choose one of "
+                           f"{', '.join(METHODS)}")
+    return method
+
+
+def check_calibration(calib: torch.Tensor, in_chans: int | None, method: str) -> None:
+    """Raise a one-line :class:`EdgeCNNError` when ``calib`` cannot calibrate ``method``."""
+    if not isinstance(calib, torch.Tensor) or calib.dim() != 4 or not calib.is_floating_point():
+        raise EdgeCNNError("calibration images must be a float tensor (N, C, H, W) of normalised "
+                           f"pixels, got {getattr(calib, 'shape', type(calib).__name__)}")
+    if in_chans is not None and calib.shape[1] != in_chans:
+        raise EdgeCNNError(f"calibration images have {calib.shape[1]} channel(s) but the model takes "
+                           f"{in_chans} ({'grayscale' if in_chans == 1 else 'RGB'})")
+    need = MIN_CALIB_IMAGES[method]
+    if calib.shape[0] < need:
+        raise EdgeCNNError(f"method {method!r} needs at least {need} calibration images, got "
+                           f"{calib.shape[0]}; add images to the calibration folder or pick "
+                           f"--method minmax (needs {MIN_CALIB_IMAGES['minmax']})")
+    if not torch.isfinite(calib).all():
+        raise EdgeCNNError("calibration images contain NaN or infinite values")
+
+
+def quantization_config(method: str = DEFAULT_METHOD, per_channel: bool = True, is_qat: bool = False):
+    """litert-torch's symmetric int8 config with the activation observer chosen by ``method``."""
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+
+    check_method(method)
+    base = get_symmetric_quantization_config(is_per_channel=per_channel, is_qat=is_qat)
+    if is_qat:
+        return base  # fake-quant with moving-average observers; ranges are learned in training
+    observer = {"minmax": MinMaxObserver, "histogram": HistogramObserver,
+                "percentile": PercentileObserver}[method]
+    act = dataclasses.replace(base.input_activation,
+                              observer_or_fake_quant_ctr=observer.with_args(eps=2 ** -12))
+    return dataclasses.replace(base, input_activation=act, output_activation=act)
+
+
+def make_quantizer(method: str = DEFAULT_METHOD, per_channel: bool = True,
+                   keep_float: Sequence[str] = (), is_qat: bool = False):
+    """A ``PT2EQuantizer`` for ``method``; modules named in ``keep_float`` stay float."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    quantizer = PT2EQuantizer().set_global(quantization_config(method, per_channel, is_qat))
+    for name in keep_float:
+        # set_module_name() refuses None; a None entry is how the quantizer skips a module.
+        quantizer.module_name_config[name] = None
+    return quantizer
+
+
+def export_for_quantization(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, list[str]]:
+    """``torch.export`` at batch 1 for PT2E; strict mode keeps the metadata the annotators need."""
+    notes: list[str] = []
+    try:
+        exported = torch.export.export(model, (example,), strict=True)
+    except Exception as exc:  # dynamo cannot trace every model; non-strict still quantises convs
+        notes.append(f"strict torch.export failed ({exc.__class__.__name__}); used non-strict "
+                     "export, so residual adds and pooling may stay float")
+        warnings.warn(notes[-1])
+        exported = torch.export.export(model, (example,))
+    return exported.module(), notes
+
+
+def quantize_pt2e(model: nn.Module, calib: torch.Tensor, *, method: str = DEFAULT_METHOD,
+                  per_channel: bool = True, layout: str = "nhwc", keep_float: Sequence[str] = (),
+                  progress: bool = True) -> QuantizedModel:
+    """Calibrate and quantise ``model`` with PT2E for litert-torch (full integer, int8).
+
+    ``calib`` holds N calibration images (N, C, H, W), preprocessed exactly as at inference
+    (resize, crop, normalise); they run one at a time (the exported graph takes batch 1).
+    ``method`` picks the activation ranges (see :data:`METHODS`); weights are symmetric int8,
+    per output channel unless ``per_channel=False``. ``layout`` is the interface of the result:
+    ``"nhwc"`` (apps' camera frames) or ``"nchw"`` (PyTorch's). ``keep_float`` names modules
+    (``model.named_modules()`` names, e.g. ``"classifier.1"``) left in float.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from litert_torch.quantize.quant_config import QuantConfig
+
+    check_method(method)
+    if layout not in LAYOUTS:
+        raise EdgeCNNError(f"unknown layout {layout!r}; choose nhwc or nchw")
+    cfg = getattr(model, "edgecnn_config", None)
+    check_calibration(calib, cfg.in_chans if cfg is not None else None, method)
+    keep_float = tuple(keep_float)
+    known = dict(model.named_modules())
+    missing = [n for n in keep_float if n not in known or n == ""]
+    if missing:
+        raise EdgeCNNError(f"--keep-float: model has no layer {missing[0]!r}; layer names look like "
+                           f"{', '.join(n for n, _ in list(model.named_modules())[2:5])}")
+
+    model = model.eval()
+    quantizer = make_quantizer(method, per_channel, keep_float)
+    graph, notes = export_for_quantization(model, calib[:1])
+    graph = prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for i in _progress(range(calib.shape[0]), f"calibrating ({method})", progress):
+            graph(calib[i:i + 1])
+    graph = convert_pt2e(graph, fold_quantize=False)
+    sample = calib[:1].contiguous()
+    if layout == "nhwc":
+        import litert_torch
+
+        graph = litert_torch.to_channel_last_io(graph, args=[0])
+        sample = sample.permute(0, 2, 3, 1).contiguous()
+    return QuantizedModel(module=graph, sample_args=(sample,),
+                          quant_config=QuantConfig(pt2e_quantizer=quantizer), method=method,
+                          layout=layout, per_channel=per_channel, calib_images=int(calib.shape[0]),
+                          keep_float=keep_float, notes=notes)
+
+
+def to_tflite(q: QuantizedModel) -> bytes:
+    """Convert a :class:`QuantizedModel` to full-integer ``.tflite`` bytes with litert-torch."""
+    import litert_torch
+
+    edge = litert_torch.convert(q.module, q.sample_args, quant_config=q.quant_config)
+    return edge.model_content()
+
+
+def _progress(items: range, label: str, enabled: bool):
+    """Iterate ``items`` under a rich progress bar (on stderr) when ``enabled``."""
+    if not enabled:
+        yield from items
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=len(items))
+        for item in items:
+            yield item
+            bar.advance(task)
