@@ -11,5 +11,16 @@ from edgecnn.stats import ModelStats, model_stats
 
 __version__ = "0.1.0"
 
-__all__ = ["EdgeCNNError", "ModelStats", "create_model", "default_res", "get_spec", "list_models",
+__all__ = ["EdgeCNNError", "ModelStats", "create_model", "default_res", "export", "get_spec", "list_models",
            "model_stats", "__version__"]
+
+# Heavy entry points, imported on first use so that `import edgecnn` stays light.
+_LAZY = {"export": "edgecnn.export", "ExportReport": "edgecnn.export"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgecnn' has no attribute {name!r}")

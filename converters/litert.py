@@ -1,0 +1,179 @@
+"""The default back end: ``litert-torch`` (PyTorch -> TFLite directly, no ONNX in between).
+
+- float32: ``litert_torch.convert``; NHWC input through ``litert_torch.to_channel_last_io``.
+- float16 and dynamic-range int8: ``ai-edge-quantizer`` on the float32 file (fp16 weights by float
+  casting; int8 per-channel weights with float activations).
+- full int8: PT2E post-training quantisation (per-channel symmetric weights, per-tensor
+  activations) calibrated on real images, then ``litert_torch.convert`` with that quantiser.
+
+litert-torch 0.10 gives a PT2E model int8 inputs and outputs (the boundary quantise ops are folded
+into the graph's I/O). The ``_int8`` file with float I/O gets that boundary back: one QUANTIZE op
+before the graph and one DEQUANTIZE after it, added with the ``tflite`` schema object API (the
+way the TFLite metadata writer edits models). uint8 I/O then comes from TFLite's own
+model-interface modifier (:func:`~edgecnn.converters.base.set_int_io`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from edgecnn.converters.base import (ConvertJob, Converted, Converter, PixelInput, Variant, set_int_io,
+                                     timed)
+
+
+def _tflite_module(model: nn.Module, layout: str) -> nn.Module:
+    import litert_torch
+
+    return (litert_torch.to_channel_last_io(model, args=[0]) if layout == "nhwc" else model).eval()
+
+
+def _convert(module: nn.Module, sample: torch.Tensor, quant_config=None) -> bytes:
+    import litert_torch
+
+    kwargs = {"quant_config": quant_config} if quant_config is not None else {}
+    return bytes(litert_torch.convert(module, (sample,), **kwargs).model_content())
+
+
+def _pt2e_int8(module: nn.Module, calib: list[torch.Tensor]) -> bytes:
+    """Full-integer PT2E quantisation of ``module`` calibrated on ``calib`` (batch-1 tensors).
+
+    The exported graph takes batch 1 only (PT2E calibration graphs are shape-specialised).
+    Returns the converted file, with int8 inputs and outputs.
+    """
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    graph = prepare_pt2e(torch.export.export(module, (calib[0],)).module(), quantizer)
+    with torch.no_grad():
+        for x in calib:
+            graph(x)
+    graph = convert_pt2e(graph, fold_quantize=False)
+    return _convert(graph, calib[0], QuantConfig(pt2e_quantizer=quantizer))
+
+
+def _ai_edge_quantize(float_model: bytes, precision: str) -> bytes:
+    """float16 (weights cast to fp16) or dynamic-range int8 (int8 weights, float activations)."""
+    from ai_edge_quantizer import qtyping, quantizer, recipe
+
+    q = quantizer.Quantizer(float_model)
+    if precision == "float16":
+        q.add_weight_only_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                 num_bits=16, algorithm_key="float_casting")
+    else:
+        q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    return inline_buffers(bytes(q.quantize().quantized_model))
+
+
+def inline_buffers(model_bytes: bytes) -> bytes:
+    """The same model with every constant stored inside the flatbuffer.
+
+    ai-edge-quantizer stores constants after the flatbuffer (``Buffer.offset``/``size``), a valid
+    layout that flatbuffer object-API editors (such as the metadata writer) do not carry over.
+    """
+    import flatbuffers
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as tfl
+
+    model = tfl.ModelT.InitFromPackedBuf(model_bytes, 0)
+    outside = [b for b in model.buffers or [] if (b.offset or 0) > 1]
+    if not outside:
+        return model_bytes
+    for b in outside:
+        b.data = np.frombuffer(model_bytes, dtype=np.uint8, count=b.size, offset=b.offset)
+        b.offset, b.size = 0, 0
+    builder = flatbuffers.Builder(len(model_bytes) + 4096)
+    builder.Finish(model.Pack(builder), b"TFL3")
+    return bytes(builder.Output())
+
+
+def float_io(int8_io_model: bytes) -> bytes:
+    """A fully quantised model with int8 I/O given float32 I/O: QUANTIZE in, DEQUANTIZE out.
+
+    The new float tensors take the names of the old I/O tensors (plus ``_float``); signature defs
+    are pointed at them, so runtimes see an ordinary float-interface model.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as tfl
+
+    model = tfl.ModelT.InitFromPackedBuf(int8_io_model, 0)
+    graph = model.subgraphs[0]
+
+    def opcode(builtin: int) -> int:
+        for i, oc in enumerate(model.operatorCodes):
+            if max(oc.builtinCode, oc.deprecatedBuiltinCode) == builtin:
+                return i
+        oc = tfl.OperatorCodeT()
+        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = builtin, min(builtin, 127), 1
+        model.operatorCodes.append(oc)
+        return len(model.operatorCodes) - 1
+
+    def float_twin(index: int) -> int:
+        old = graph.tensors[index]
+        t = tfl.TensorT()
+        t.shape, t.shapeSignature, t.type, t.buffer = old.shape, old.shapeSignature, tfl.TensorType.FLOAT32, 0
+        t.name = (old.name.decode() if isinstance(old.name, bytes) else old.name) + "_float"
+        graph.tensors.append(t)
+        return len(graph.tensors) - 1
+
+    def op(builtin: int, options_type: int, options: object, src: int, dst: int) -> object:
+        o = tfl.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs = opcode(builtin), [src], [dst]
+        o.builtinOptionsType, o.builtinOptions = options_type, options
+        return o
+
+    remap = {}
+    for index in list(graph.inputs):
+        if graph.tensors[index].type in (tfl.TensorType.INT8, tfl.TensorType.UINT8):
+            remap[index] = float_twin(index)
+            graph.operators.insert(0, op(tfl.BuiltinOperator.QUANTIZE, tfl.BuiltinOptions.QuantizeOptions,
+                                         tfl.QuantizeOptionsT(), remap[index], index))
+    for index in list(graph.outputs):
+        if graph.tensors[index].type in (tfl.TensorType.INT8, tfl.TensorType.UINT8):
+            remap[index] = float_twin(index)
+            graph.operators.append(op(tfl.BuiltinOperator.DEQUANTIZE, tfl.BuiltinOptions.DequantizeOptions,
+                                      tfl.DequantizeOptionsT(), index, remap[index]))
+    graph.inputs = [remap.get(i, i) for i in graph.inputs]
+    graph.outputs = [remap.get(i, i) for i in graph.outputs]
+    for sig in model.signatureDefs or []:
+        for entry in list(sig.inputs or []) + list(sig.outputs or []):
+            entry.tensorIndex = remap.get(entry.tensorIndex, entry.tensorIndex)
+    builder = flatbuffers.Builder(len(int8_io_model) + 4096)
+    builder.Finish(model.Pack(builder), b"TFL3")
+    return bytes(builder.Output())
+
+
+class LiteRTConverter(Converter):
+    name, other, library = "litert", "onnx2tf", "litert-torch"
+
+    def convert(self, job: ConvertJob, wanted: Sequence[Variant]) -> tuple[list[Converted], dict[str, bytes]]:
+        done: dict[Variant, Converted] = {}
+        float_variants = [v for v in wanted if v.precision != "int8"]
+        if float_variants:
+            with self.stage(job, "converting the float32 model"):
+                f32, sec = timed(_convert, _tflite_module(job.model, job.layout), job.inputs()[0])
+            done[Variant("float32")] = Converted(Variant("float32"), f32, sec)
+            for v in float_variants:
+                if v.precision != "float32":
+                    with self.stage(job, f"quantising to {v.suffix} with ai-edge-quantizer"):
+                        data, s = timed(_ai_edge_quantize, f32, v.precision)
+                    done[v] = Converted(v, data, s)
+        int8_ios = {v.io for v in wanted if v.precision == "int8"}
+        if int8_ios & {"float32", "int8"}:
+            with self.stage(job, "quantising to full int8 with PT2E"):
+                native, sec = timed(_pt2e_int8, _tflite_module(job.model, job.layout), job.inputs())
+            if "int8" in int8_ios:
+                done[Variant("int8", "int8")] = Converted(Variant("int8", "int8"), native, sec)
+            if "float32" in int8_ios:
+                done[Variant("int8")] = Converted(Variant("int8"), float_io(native), sec)
+        if "uint8" in int8_ios:  # camera bytes in: normalisation inside the graph, input scale 1
+            with self.stage(job, "quantising the pixel-input model to full int8 with PT2E"):
+                native, sec = timed(_pt2e_int8, PixelInput(job.model, job.preprocess, job.layout).eval(),
+                                    job.inputs(pixel_input=True))
+                data = set_int_io(float_io(native), "uint8", job.scratch)
+            done[Variant("int8", "uint8")] = Converted(Variant("int8", "uint8"), data, sec)
+        return [done[v] for v in wanted], {}

@@ -1,0 +1,111 @@
+"""``edgecnn export``: a model name or checkpoint in, a folder of verified ``.tflite`` files out."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgecnn.cli.common import add_model_args, emit_json, human_bytes, human_count, model_knobs, positive_int, print_table
+
+EPILOG = """examples:
+  edgecnn export mobilenet --alpha 0.5 --res 160
+      float32 + int8 files in exports/mobilenet_v1_0.50_160/, verified, with a summary table
+  edgecnn export mobilenet_v2 --weights imagenet --quantize float32,float16,dynamic,int8 --io float32,uint8
+  edgecnn export runs/fmnist/best.ckpt --calib-data data/val --io uint8 --out app/model
+  edgecnn export squeezenet1_1 --converter onnx2tf --layout nchw --c-array --json
+
+files are named for what they are: NAME_float32, NAME_float16, NAME_dynamic_int8 (int8 weights,
+float activations), NAME_int8 (full integer, float I/O), NAME_int8_uint8io, NAME_int8_int8io.
+exit status: 0 ok, 1 a file failed verification (the folder is still written), 2 bad input."""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export", help="convert a model to verified, app-ready .tflite files (float32, int8, ...)",
+        description="Convert a zoo model (or an edgecnn checkpoint given as MODEL) to .tflite files, "
+                    "embed labels and normalisation as TFLite metadata, check every file against "
+                    "PyTorch on real images, measure CPU latency and write report.json. Works offline.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("--quantize", default="float32,int8", metavar="LIST",
+                   help="comma list of float32, float16, dynamic (int8 weights, float activations), "
+                        "int8 (full integer); default float32,int8; e.g. --quantize float32,float16")
+    p.add_argument("--io", default="float32", metavar="LIST",
+                   help="interface of the int8 file, comma list of float32 (quantise inside), uint8 "
+                        "(camera bytes in, usual for apps), int8; default float32; e.g. --io uint8")
+    p.add_argument("--converter", choices=("litert", "onnx2tf"), default="litert",
+                   help="back end: litert (litert-torch, default) or onnx2tf (torch.onnx + onnxsim + "
+                        "onnx2tf); e.g. --converter onnx2tf")
+    p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
+                   help="input layout of the files: nhwc (HWC camera frames, default) or nchw "
+                        "(PyTorch's); e.g. --layout nchw")
+    p.add_argument("--calib-data", metavar="DIR",
+                   help="folder of calibration images (or class sub-folders) for int8; default: the "
+                        "checkpoint's training data, else real photos from installed packages; "
+                        "e.g. --calib-data data/train")
+    p.add_argument("--calib-samples", type=positive_int, default=32, metavar="N",
+                   help="number of calibration images (default 32); e.g. --calib-samples 200")
+    p.add_argument("--out", metavar="DIR",
+                   help="output folder, replaced atomically (default exports/<name>, e.g. "
+                        "exports/mobilenet_v1_0.50_160); e.g. --out app/src/main/assets/model")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the comparison with PyTorch (not recommended)")
+    p.add_argument("--no-latency", dest="measure", action="store_false",
+                   help="skip the quick CPU latency measurement")
+    p.add_argument("--c-array", action="store_true",
+                   help="also write model_data.h/.cc (the last file as an aligned byte array, for "
+                        "firmware and TFLite Micro)")
+    p.add_argument("--verbose", action="store_true", help="show the converters' own logs (on stderr)")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as one JSON object on stdout instead of the table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgecnn.errors import VerificationError
+    from edgecnn.export import export
+
+    try:
+        report = export(args.model, **model_knobs(args), res=args.res, num_classes=args.num_classes,
+                        in_chans=args.in_chans, weights=args.weights, quantize=args.quantize,
+                        converter=args.converter, io=args.io, layout=args.layout, calib_data=args.calib_data,
+                        calib_samples=args.calib_samples, out=args.out, verify=args.verify,
+                        c_array=args.c_array, measure=args.measure, verbose=args.verbose,
+                        progress=not args.json)
+    except VerificationError as exc:
+        if args.json and getattr(exc, "report", None) is not None:
+            emit_json(exc.report.to_dict())
+        raise
+    if args.json:
+        emit_json(report.to_dict())
+        return 0
+    print_summary(report)
+    return 0
+
+
+def _check(v: dict | None, precision: str) -> str:
+    if v is None:
+        return "not verified"
+    mark = "ok" if v["passed"] else "FAILED"
+    if precision == "float32":
+        return f"{mark}: max rel err {v['max_rel_error']:.1e}"
+    return f"{mark}: top-1 {v['top1_agreement']:.0%}, cos {v['cosine']:.4f}"
+
+
+def print_summary(report) -> None:
+    """The summary table for people (stdout)."""
+    knobs = ", ".join(f"{k}={v}" for k, v in report.knobs.items())
+    title = (f"{report.name}: {report.model} ({knobs or 'no knobs'}) at {report.res}px, "
+             f"{human_count(report.params)} params, {human_count(report.macs)} MACs; weights: {report.weights}; "
+             f"{report.converter} back end, {report.layout.upper()} input")
+    rows = [[f["name"], f["io"] if f["precision"] == "int8" else "float32", human_bytes(f["bytes"]),
+             _check(f["verification"], f["precision"]),
+             "" if f["latency_ms"] is None else f"{f['latency_ms']:.2f}",
+             f"{f['transpose']}/{f['dequantize']}/{f['float_ops']}"] for f in report.files]
+    print_table(title, ["file", "I/O", "size", "vs PyTorch", "ms (2 thr)", "transpose/dequant/float ops"],
+                rows, justify=["left", "left", "right", "left", "right", "right"])
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.stages.items())
+    print(f"wrote {report.out_dir}/ ({', '.join(report.extra_files)}, report.json); {stages}")
+    if report.calibration:
+        print(f"int8 calibration: {report.calibration['source']}")
+    for w in report.warnings:
+        print(f"WARNING: {w}")

@@ -1,0 +1,244 @@
+"""edgecnn export: names, calibration sources, bad input, and real conversions through both back ends."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import edgecnn
+from edgecnn.converters.base import Variant, variants
+from edgecnn.converters.verify import compare
+from edgecnn.data import calibration as calib_mod
+from edgecnn.data.calibration import SyntheticCalibrationWarning, calibration_images
+from edgecnn.data.transforms import Preprocess
+from edgecnn.errors import EdgeCNNError, VerificationError
+from edgecnn.export import canonical_name
+
+PP = Preprocess(res=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+# --- names -------------------------------------------------------------------------------------
+
+def test_canonical_name_formats_knobs_and_res():
+    m = edgecnn.create_model("mobilenet", alpha=0.5)
+    assert canonical_name(m.edgecnn_config, 160) == "mobilenet_v1_0.50_160"
+    assert canonical_name(edgecnn.create_model("squeezenet1_1").edgecnn_config, 224) == "squeezenet1_1_224"
+
+
+def test_file_suffixes_say_exactly_what_the_file_is():
+    got = [v.suffix for v in variants(["int8", "dynamic", "float16", "float32"], ["int8", "uint8", "float32"])]
+    assert got == ["float32", "float16", "dynamic_int8", "int8", "int8_uint8io", "int8_int8io"]
+    assert Variant("dynamic").suffix != "int8"
+
+
+def test_relative_error_is_relative_to_the_largest_logit():
+    ref = np.array([[10.0, -20.0, 0.001]])
+    assert compare(ref + np.array([[0.0, 0.0, 0.02]]), ref)["max_rel_error"] == pytest.approx(0.001)
+    assert compare(ref, ref) == {"max_rel_error": 0.0, "top1_agreement": 1.0, "cosine": pytest.approx(1.0)}
+
+
+# --- calibration sources -----------------------------------------------------------------------
+
+def _write_images(folder: Path, n: int, seed: int = 0) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (80, 90, 3), dtype=np.uint8)).save(folder / f"img{i}.png")
+
+
+def test_calib_folder_with_class_subfolders_skips_unreadable(tmp_path):
+    _write_images(tmp_path / "cats", 3)
+    _write_images(tmp_path / "dogs", 3, seed=1)
+    (tmp_path / "dogs" / "broken.jpg").write_bytes(b"not an image")
+    got = calibration_images(PP, 10, calib_data=tmp_path)
+    assert got.pixels.shape == (6, 64, 64, 3) and got.pixels.dtype == np.uint8
+    assert got.kind == "folder" and got.skipped == 1 and "broken.jpg" in got.source
+
+
+def test_calib_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(EdgeCNNError, match="does not exist"):
+        calibration_images(PP, 4, calib_data=tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(EdgeCNNError, match="no image files"):
+        calibration_images(PP, 4, calib_data=tmp_path / "empty")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "a.png").write_bytes(b"garbage")
+    with pytest.raises(EdgeCNNError, match=r"first bad file: .*a\.png"):
+        calibration_images(PP, 4, calib_data=tmp_path / "bad")
+
+
+def test_calibration_defaults_to_real_photos_then_loud_synthetic(monkeypatch):
+    got = calibration_images(PP, 20)
+    assert got.kind == "photos" and got.pixels.shape == (20, 64, 64, 3) and "real photos" in got.source
+    monkeypatch.setattr(calib_mod, "sample_photos", lambda *a, **k: [])
+    with pytest.warns(SyntheticCalibrationWarning, match="UNKNOWN"):
+        got = calibration_images(PP, 4)
+    assert got.kind == "synthetic" and got.pixels.std() > 10  # structured images, not a constant
+
+
+def test_checkpoint_training_folder_is_preferred_over_photos(tmp_path):
+    _write_images(tmp_path / "train" / "a", 2)
+    got = calibration_images(PP, 4, checkpoint_data=str(tmp_path / "train"))
+    assert got.kind == "checkpoint" and len(got.pixels) == 2
+
+
+# --- bad input: one line, exit 2, nothing left behind -------------------------------------------
+
+def _one_error_line(err: str, message: str) -> bool:
+    """Exactly one ``edgecnn: error:`` line, the last one, holding ``message``; no traceback."""
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("edgecnn: error:")]
+    return len(errors) == 1 and lines[-1] == errors[0] and message in errors[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["mobilenett"], "unknown model 'mobilenett'; did you mean"),
+    (["mobilenet", "--res", "8"], "at least"),
+    (["mobilenet", "--alpha", "0.25", "--calib-data", "{tmp}/nowhere"], "does not exist"),
+    (["mobilenet", "--alpha", "0.25", "--calib-data", "{tmp}/empty"], "no image files"),
+    (["mobilenet", "--alpha", "0.25", "--quantize", "int4"], "--quantize takes"),
+    (["mobilenet", "--alpha", "0.25", "--weights", "{tmp}/corrupt.pth"], "corrupt.pth"),
+])
+def test_cli_bad_input_is_one_line_exit_2_and_leaves_nothing(cli, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "corrupt.pth").write_bytes(b"\x80\x02 this is not a checkpoint")
+    out = tmp_path / "out"
+    argv = [a.format(tmp=tmp_path) for a in args]
+    argv += [] if "--res" in argv else ["--res", "64"]
+    r = cli("export", *argv, "--out", str(out))
+    assert r.code == 2, r
+    assert _one_error_line(r.err, message)
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_cli_impossible_alpha_is_rejected(cli):
+    r = cli("export", "mobilenet", "--alpha", "0")
+    assert r.code == 2 and "must be > 0" in r.err
+
+
+def test_unwritable_output_folder(cli, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = cli("export", "mobilenet", "--alpha", "0.25", "--res", "64", "--out", str(blocker / "sub"))
+    assert r.code == 2 and _one_error_line(r.err, "cannot write")
+
+
+def test_interrupt_leaves_no_partial_folder(monkeypatch, tmp_path):
+    import edgecnn.export as export_mod
+
+    class Interrupting:
+        def convert(self, job, wanted):
+            (Path(job.scratch) / "half.tflite").write_bytes(b"x")
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_mod, "_backend", lambda name: Interrupting())
+    out = tmp_path / "exp"
+    with pytest.raises(KeyboardInterrupt):
+        edgecnn.export("mobilenet", alpha=0.25, res=64, out=out, progress=False)
+    assert leftovers(tmp_path) == []
+
+
+# --- real conversions ----------------------------------------------------------------------------
+
+def _by_suffix(report) -> dict[str, dict]:
+    return {f["suffix"]: f for f in report.files}
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("convert")
+def test_litert_full_set_int8_really_int8_and_mediapipe_reads_it(tmp_path):
+    out = tmp_path / "v1"
+    report = edgecnn.export("mobilenet", alpha=0.25, res=128, quantize="float32,float16,dynamic,int8",
+                            io="float32,uint8,int8", calib_samples=8, out=out, progress=False)
+    files = _by_suffix(report)
+    assert set(files) == {"float32", "float16", "dynamic_int8", "int8", "int8_uint8io", "int8_int8io"}
+    assert files["float32"]["verification"]["max_rel_error"] <= 1e-3
+    assert files["float32"]["inputs"][0]["shape"] == [1, 128, 128, 3]  # NHWC by default
+    for suffix, io in (("int8", "float32"), ("int8_uint8io", "uint8"), ("int8_int8io", "int8")):
+        f = files[suffix]
+        assert f["inspected_precision"] == "int8", f  # no float compute op left
+        assert f["inputs"][0]["dtype"] == io and f["outputs"][0]["dtype"] == io
+        assert f["bytes"] < files["float32"]["bytes"] / 3
+    uint8_in = files["int8_uint8io"]["inputs"][0]
+    assert uint8_in["scale"] == pytest.approx(1.0, abs=0.02) and abs(uint8_in["zero_point"]) <= 2  # camera bytes
+    assert files["dynamic_int8"]["inspected_precision"] in ("dynamic_int8", "mixed")
+    written = leftovers(out)
+    assert "labels.txt" in written and "report.json" in written
+    assert json.loads((out / "report.json").read_text())["files"][0]["name"] == "mobilenet_v1_0.25_128_float32.tflite"
+    assert report.warnings and "random weights" in report.warnings[0]
+
+    mp = pytest.importorskip("mediapipe")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    from edgecnn.converters.tflite_runtime import TFLiteModel
+    from edgecnn.data.photos import sample_photos
+
+    photos = sample_photos(4)
+    pp = Preprocess(**report.preprocess)
+    for suffix in ("float32", "int8_uint8io"):
+        path = out / files[suffix]["name"]
+        ours = TFLiteModel(path).predict_pixels(np.stack([pp.to_uint8(p) for p in photos]), pp).argmax(1)
+        options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=1)
+        with vision.ImageClassifier.create_from_options(options) as classifier:
+            for photo, expected in zip(photos, ours):
+                img = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(pp.to_uint8(photo)))
+                top = classifier.classify(img).classifications[0].categories[0]
+                assert top.index == expected, (suffix, top, expected)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("convert")
+def test_onnx2tf_float32_and_uint8_int8(tmp_path):
+    out = tmp_path / "o"
+    report = edgecnn.export("mobilenet", alpha=0.25, res=128, converter="onnx2tf", io="float32,uint8",
+                            calib_samples=8, out=out, progress=False)
+    files = _by_suffix(report)
+    assert files["float32"]["verification"]["max_rel_error"] <= 1e-3
+    assert files["float32"]["inputs"][0]["shape"] == [1, 128, 128, 3]
+    assert files["int8"]["inputs"][0]["dtype"] == "float32" and files["int8"]["dequantize"] >= 1
+    assert files["int8_uint8io"]["inputs"][0]["dtype"] == "uint8"
+    assert "mobilenet_v1_0.25_128.onnx" in leftovers(out)
+
+
+MODELS = [("mobilenet", {"alpha": 0.5}, 96), ("mobilenet_v2", {"alpha": 0.35}, 64), ("squeezenet1_1", {}, 64),
+          ("efficientnet_lite0", {}, 64), ("resnet18", {}, 64)]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("convert")
+@pytest.mark.parametrize("converter", ["litert", "onnx2tf"])
+@pytest.mark.parametrize("name, knobs, res", MODELS, ids=[m[0] for m in MODELS])
+def test_float32_equals_pytorch(tmp_path, converter, name, knobs, res):
+    if name not in edgecnn.list_models():
+        pytest.skip(f"{name} is not registered in this checkout")
+    report = edgecnn.export(name, **knobs, res=res, quantize="float32", converter=converter,
+                            out=tmp_path / "f", progress=False, measure=False)
+    v = report.files[0]["verification"]
+    assert v["passed"] and v["max_rel_error"] <= 1e-3 and v["top1_agreement"] == 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("convert")
+def test_rerun_overwrites_cleanly_and_failed_check_exits_1(cli, tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    assert cli("export", "mobilenet_v2", "--alpha", "0.35", "--res", "64", "--quantize", "float32,float16",
+               "--out", str(out), "--no-latency").code == 0
+    assert {"mobilenet_v2_0.35_64_float16.tflite", "mobilenet_v2_0.35_64_float32.tflite"} <= set(leftovers(out))
+    from edgecnn.converters import verify
+
+    monkeypatch.setitem(verify.CHECKS, "float32", [("max_rel_error", 0.0, "max")])
+    r = cli("export", "mobilenet_v2", "--alpha", "0.35", "--res", "64", "--quantize", "float32",
+            "--out", str(out), "--no-latency", "--json")
+    assert r.code == 1 and "mobilenet_v2_0.35_64_float32.tflite failed verification: max_rel_error" in r.err
+    assert json.loads(r.out)["files"][0]["verification"]["passed"] is False
+    assert "mobilenet_v2_0.35_64_float16.tflite" not in leftovers(out)  # the folder was replaced whole
