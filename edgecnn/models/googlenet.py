@@ -96,6 +96,7 @@ class GoogLeNet(nn.Module):
         self.maxpool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
         in_chs = 192
         self.stages: list[str] = []
+        aux_in: dict[str, int] = {}
         for name, cfg in STAGES:
             if cfg == POOL:
                 pool = nn.MaxPool2d(2 if name == "maxpool4" else 3, 2, ceil_mode=True)
@@ -103,9 +104,12 @@ class GoogLeNet(nn.Module):
             else:
                 self.add_module(name, Inception(in_chs, *cfg))
                 in_chs = getattr(self, name).out_channels
-                if aux_logits and name in AUX_AFTER:
-                    self.add_module(AUX_AFTER[name], InceptionAux(in_chs, num_classes, aux_dropout))
+                if name in AUX_AFTER:
+                    aux_in[AUX_AFTER[name]] = in_chs
             self.stages.append(name)
+        if aux_logits:  # registered after the trunk, as in torchvision's state_dict
+            for aux_name, chs in sorted(aux_in.items()):
+                self.add_module(aux_name, InceptionAux(chs, num_classes, aux_dropout))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_chs, num_classes)
