@@ -68,18 +68,12 @@ def points_for_files(files: list[Path], threads: list[int], protocol: Protocol,
                 points += _expand(name, threads, protocol, **fields)
     if spec is not None:
         have_onnx = any(p.suffix.lower() == ".onnx" for p in files)
-        fields = {"model": info.get("model") or variant_label(spec), "spec": spec, "res": spec["res"],
+        fields = {"model": info.get("model") or spec["label"], "spec": spec, "res": spec["res"],
                   "macs": info.get("macs")}
         for name, rt in RUNTIMES.items():
             if name in wanted and rt.from_spec and not (rt.suffix and have_onnx):
                 points += _expand(name, threads, protocol, precision=rt.precision, **fields)
     return points
-
-
-def variant_label(spec: dict) -> str:
-    """``mobilenet_v2_0.35_64``: the model name, its knob values and the resolution."""
-    knobs = "".join(f"_{v:.2f}" if isinstance(v, float) else f"_{v}" for v in spec["knobs"].values())
-    return f"{spec['name']}{knobs}_{spec['res']}"
 
 
 def read_export_dir(folder: Path) -> tuple[list[Path], dict | None, dict]:
@@ -98,26 +92,27 @@ def read_export_dir(folder: Path) -> tuple[list[Path], dict | None, dict]:
 
 
 def report_spec(report: dict) -> dict | None:
-    """The zoo model an export report describes (for PyTorch points), or None."""
-    model = report.get("model")
-    name = model.get("name") if isinstance(model, dict) else model
-    res = report.get("res") or (model.get("res") if isinstance(model, dict) else None)
-    if not name or not res:
+    """The zoo model an export's ``report.json`` describes (for PyTorch points), or None."""
+    from edgecnn.models import get_spec
+
+    try:
+        spec = get_spec(report["model"])
+        res = int(report["res"])
+    except (KeyError, TypeError, ValueError, EdgeCNNError):
         return None
-    knobs = report.get("knobs") or (model.get("knobs") if isinstance(model, dict) else None) or {}
-    return {"name": name, "knobs": knobs, "res": int(res),
-            "num_classes": report.get("num_classes"), "in_chans": report.get("in_chans")}
+    knobs = {k: v for k, v in (report.get("knobs") or {}).items() if k in spec.tunable}
+    return {"name": spec.name, "knobs": knobs, "res": res, "num_classes": report.get("num_classes"),
+            "in_chans": report.get("in_chans"), "label": report.get("name") or spec.name}
 
 
 def report_info(report: dict, folder: Path) -> dict:
     """``model`` label, ``res``, ``macs`` and per-file precision/accuracy from an export report."""
     files = {}
     for f in report.get("files", []):
-        name = Path(f.get("path", "")).name
-        acc = (f.get("verification") or {}).get("top1_accuracy") or f.get("accuracy")
-        files[name] = {"precision": f.get("precision"), "accuracy": acc}
-    return {"model": folder.name, "res": report.get("res"), "macs": report.get("macs"),
-            "files": files}
+        name = f.get("name") or Path(f.get("path", "")).name
+        files[name] = {"precision": f.get("precision"), "accuracy": f.get("accuracy")}
+    return {"model": report.get("name") or folder.name, "res": report.get("res"),
+            "macs": report.get("macs"), "files": files}
 
 
 def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = None,
@@ -125,6 +120,7 @@ def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = 
     """A zoo model's spec for PyTorch points and its MACs at ``res`` (from the meta device)."""
     import torch
 
+    from edgecnn.export import canonical_name
     from edgecnn.models import create_model, default_res, get_spec
     from edgecnn.models.registry import resolve_knobs
     from edgecnn.stats import model_stats
@@ -135,7 +131,8 @@ def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = 
         model = create_model(spec.name, num_classes=num_classes or 1000, in_chans=in_chans, **knobs)
     macs = model_stats(model, res=res).macs
     return {"name": spec.name, "knobs": resolve_knobs(spec, **knobs), "res": res,
-            "num_classes": num_classes, "in_chans": in_chans}, macs
+            "num_classes": num_classes, "in_chans": in_chans,
+            "label": canonical_name(model.edgecnn_config, res)}, macs
 
 
 def variants(name: str, alphas: list[float] | None, resolutions: list[int] | None) -> list[tuple[dict, int | None]]:
@@ -145,13 +142,24 @@ def variants(name: str, alphas: list[float] | None, resolutions: list[int] | Non
 
 
 def ensure_export(spec: dict, precisions: list[str], exports_root: Path) -> Path:
-    """The export folder of a zoo variant with every precision asked for; exported when missing."""
+    """``exports_root/<canonical name>/`` holding every precision asked for; exported when missing.
+
+    A folder whose ``report.json`` already lists those precisions is reused as it is. Exports for
+    benchmarking skip verification and the report's quick latency (``edgecnn bench`` measures).
+    """
     from edgecnn.export import export
 
-    report = export(spec["name"], res=spec["res"], quantize=precisions,
-                    num_classes=spec.get("num_classes"), in_chans=spec.get("in_chans"),
-                    out_root=exports_root, reuse=True, **spec["knobs"])
-    return Path(report.out_dir)
+    folder = Path(exports_root) / spec["label"]
+    try:
+        report = json.loads((folder / "report.json").read_text())
+        have = {f.get("precision") for f in report.get("files", []) if (folder / f.get("name", "")).is_file()}
+    except (OSError, ValueError):
+        have = set()
+    if not set(precisions) <= have:
+        export(spec["name"], res=spec["res"], num_classes=spec.get("num_classes"),
+               in_chans=spec.get("in_chans"), quantize=precisions, out=folder, verify=False,
+               measure=False, **spec["knobs"])
+    return folder
 
 
 # ---------------------------------------------------------------- running
@@ -257,7 +265,8 @@ def _fmt(v, spec: str = ".2f") -> str:
 
 
 def print_rows(rows: list[dict], title: str) -> None:
-    """The people's table: sorted by median latency, failures last with their one-line reason."""
+    """The people's table, sorted by median latency; skipped and failed points last, with reasons
+    printed under the table (failures also go to stderr, see the CLI)."""
     from edgecnn.cli.common import human_bytes, human_count, print_table
 
     table = []
@@ -265,19 +274,16 @@ def print_rows(rows: list[dict], title: str) -> None:
         ok = r.get("status") == "ok"
         table.append([
             r.get("model"), r.get("runtime"), r.get("precision") or "", r.get("threads") or "-",
-            _fmt(r.get("median_ms")), _fmt(r.get("p90_ms")),
-            f"{r['mean_ms']:.2f} ± {r['std_ms']:.2f}" if ok and r.get("mean_ms") is not None else "",
-            _fmt(r.get("init_ms"), ".1f"), _fmt(r.get("first_ms")),
+            _fmt(r.get("median_ms")) if ok else r.get("status"), _fmt(r.get("p90_ms")),
+            _fmt(r.get("p99_ms")), _fmt(r.get("std_ms")), _fmt(r.get("init_ms"), ".1f"),
+            _fmt(r.get("first_ms")),
             human_bytes(r["peak_memory_bytes"]) if r.get("peak_memory_bytes") is not None else "",
             human_bytes(r["file_bytes"]) if r.get("file_bytes") else "",
             human_count(r["macs"]) if r.get("macs") else "", _fmt(r.get("gmacs_per_s"), ".1f"),
-            r.get("status"),
         ])
-    print_table(title, ["model", "runtime", "precision", "threads", "median ms", "p90 ms",
-                        "mean ± std ms", "init ms", "first ms", "peak mem", "file", "MACs", "GMAC/s",
-                        "status"], table,
-                justify=["left", "left", "left", "right", "right", "right", "right", "right", "right",
-                         "right", "right", "right", "right", "left"])
+    print_table(title, ["model", "runtime", "precision", "threads", "median ms", "p90 ms", "p99 ms",
+                        "std ms", "init ms", "first ms", "peak mem", "file", "MACs", "GMAC/s"], table,
+                justify=["left", "left", "left"] + ["right"] * 11)
     for r in rows:
         if r.get("status") == "skipped":
             print(f"skipped {r.get('model')} [{r['runtime']}]: {r.get('error')}")

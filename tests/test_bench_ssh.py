@@ -21,6 +21,7 @@ import numpy
 import pytest
 
 from bench_helpers import tiny_tflite
+from edgecnn.benchmarks.remote_ssh import SSHTarget
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 pytestmark = [
@@ -123,12 +124,17 @@ def test_bench_over_ssh_returns_local_style_rows_tagged_with_the_board(cli, sshd
 
 @pytest.mark.slow
 def test_default_remote_folder_is_removed_and_table_printed(cli, sshd, weird_model):
-    before = set(Path("/tmp").glob("tmp.*"))
     r = cli("bench", weird_model, "--target", sshd["url"], *sshd["options"],
             "--remote-python", VENV_PYTHON, "--threads", "1", *QUICK)
     assert r.code == 0, r
     assert "litert" in r.out and sshd["url"] in r.out
-    assert set(Path("/tmp").glob("tmp.*")) <= before  # mktemp -d folder cleaned up
+    opts = sshd["options"]
+    target = SSHTarget.parse(sshd["url"], key=opts[1], python=VENV_PYTHON, options=[opts[3], opts[5]])
+    target.prepare()
+    workdir = Path(target.workdir)  # made with mktemp -d on the board (this machine)
+    assert (workdir / "edgecnn_runner.pyz").is_file()
+    target.close()
+    assert not workdir.exists()
 
 
 def test_board_without_numpy_fails_clearly(cli, sshd, weird_model):

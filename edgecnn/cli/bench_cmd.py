@@ -156,6 +156,8 @@ def _local_points(args, threads, protocol) -> list[dict]:
                 if args.runtime is None or "litert" in args.runtime:  # ONNX Runtime needs no file
                     folder = ensure_export(spec, args.quantize, args.exports_dir)
                     files, _, info = read_export_dir(folder)
+                    files = [f for f in files
+                             if info["files"].get(f.name, {}).get("precision") in args.quantize]
                     info["macs"] = info.get("macs") or macs
                 points += points_for_files(files, threads, protocol, args.runtime, spec, info)
     return points
