@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
 from torch import nn
+from torch.fx import GraphModule, Node
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.quantize.observers import PercentileObserver
@@ -116,16 +118,31 @@ def quantization_config(method: str = DEFAULT_METHOD, per_channel: bool = True, 
     return dataclasses.replace(base, input_activation=act, output_activation=act)
 
 
-def make_quantizer(method: str = DEFAULT_METHOD, per_channel: bool = True,
-                   keep_float: Sequence[str] = (), is_qat: bool = False):
-    """A ``PT2EQuantizer`` for ``method``; modules named in ``keep_float`` stay float."""
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+class EdgeQuantizer(PT2EQuantizer):
+    """litert-torch's ``PT2EQuantizer`` that leaves the modules named in ``keep_float`` in float.
 
-    quantizer = PT2EQuantizer().set_global(quantization_config(method, per_channel, is_qat))
-    for name in keep_float:
-        # set_module_name() refuses None; a None entry is how the quantizer skips a module.
-        quantizer.module_name_config[name] = None
-    return quantizer
+    The upstream ``set_module_name`` filter parses dynamo's old ``L__self___a_b`` keys of
+    ``nn_module_stack``; torch 2.13 keys it by object id, so it matches nothing. This filter
+    reads the qualified module names that the stack's values carry instead.
+    """
+
+    def __init__(self, keep_float: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.keep_float = tuple(keep_float)
+
+    def _quantized_here(self, node: Node) -> bool:
+        names = [v[0] for v in node.meta.get("nn_module_stack", {}).values()]
+        return not any(n == k or n.startswith(k + ".") for n in names for k in self.keep_float)
+
+    def _annotate_for_static_quantization_config(self, model: GraphModule) -> GraphModule:
+        self._annotate_all_static_patterns(model, self.global_config, self._quantized_here)
+        return model
+
+
+def make_quantizer(method: str = DEFAULT_METHOD, per_channel: bool = True,
+                   keep_float: Sequence[str] = (), is_qat: bool = False) -> EdgeQuantizer:
+    """The quantizer for ``method``; modules named in ``keep_float`` stay float."""
+    return EdgeQuantizer(keep_float).set_global(quantization_config(method, per_channel, is_qat))
 
 
 def export_for_quantization(model: nn.Module, example: torch.Tensor) -> tuple[nn.Module, list[str]]:
