@@ -72,7 +72,7 @@ class Preprocess:
 
     def normalize(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
         """HWC or NHWC uint8 pixels -> NCHW float32 normalised tensor."""
-        x = torch.as_tensor(np.asarray(pixels), dtype=torch.float32) / 255.0
+        x = torch.as_tensor(np.array(pixels), dtype=torch.float32) / 255.0  # a writable copy
         if x.dim() == 3:
             x = x.unsqueeze(0)
         mean = torch.tensor(self.mean, dtype=torch.float32)

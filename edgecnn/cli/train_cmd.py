@@ -1,0 +1,187 @@
+"""``edgecnn train``: train or fine-tune a zoo model on labelled images into exportable checkpoints."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgecnn.cli.common import (add_model_args, emit_json, model_knobs, positive_float, positive_int,
+                                print_table)
+from edgecnn.errors import EdgeCNNError
+
+EPILOG = """examples:
+  edgecnn train mobilenet_v2 --alpha 0.35 --data fashion-mnist --epochs 10 --out runs/fmnist
+  edgecnn train mobilenet_v2 --data ./my_photos --pretrained imagenet --res 160 --epochs 15 --freeze-epochs 2
+  edgecnn train mobilenet_v2 --resume runs/fmnist --epochs 20      continue (or extend) a run
+  edgecnn eval runs/fmnist/best.ckpt --data fashion-mnist
+  edgecnn export mobilenet_v2 --weights runs/fmnist/best.ckpt
+
+--data takes: fashion-mnist (Debian's dataset-fashion-mnist IDX files, found automatically), cifar-10
+(the official python batches in ~/.cache/edgecnn/datasets/cifar-10-batches-py or $EDGECNN_CIFAR10), a
+folder of IDX files or CIFAR batches, or an image folder: DATA/train/<class>/* and DATA/val/<class>/*
+(optional DATA/test/<class>/*), or DATA/<class>/* split per class with --val-split and --seed.
+
+writes into --out: best.ckpt and last.ckpt (edgecnn checkpoints: safetensors weights + model, knobs,
+classes, resolution, normalisation), last.state.pt (resume state, torch.load(weights_only=True)),
+metrics.csv and curves.png. Ctrl-C saves a resumable state; files are replaced atomically."""
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train or fine-tune a model on your images (checkpoints export in one step)",
+        description="Train a zoo model from scratch, or fine-tune it from ImageNet weights with a new "
+                    "classifier for your classes. SGD-momentum or AdamW, linear warm-up then cosine "
+                    "decay, label smoothing, no weight decay on BatchNorm/biases, optional gradient "
+                    "clipping and weight EMA; AMP and channels_last on GPUs; seeded and resumable.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p, weights=False)
+    d = p.add_argument_group("data")
+    d.add_argument("--data", metavar="DATA",
+                   help="fashion-mnist, cifar-10, or a folder (see below); e.g. --data ./my_photos "
+                        "(on --resume: default the run's own)")
+    d.add_argument("--val-split", type=_fraction, default=0.1, metavar="F",
+                   help="fraction of each class held out for validation when the data has no val split "
+                        "(default 0.1); for fashion-mnist/cifar-10, 0 validates on the official test set; "
+                        "e.g. --val-split 0.2")
+    d.add_argument("--max-unreadable", type=_fraction, default=0.05, metavar="F",
+                   help="unreadable images are skipped and counted; fail when more than this fraction "
+                        "is (default 0.05); e.g. --max-unreadable 0.2")
+    d.add_argument("--max-imbalance", type=positive_float, default=10.0, metavar="R",
+                   help="fail when the largest class has more than R times the images of the smallest "
+                        "(default 10); e.g. --max-imbalance 50")
+    d.add_argument("--crop-scale", type=positive_float, default=0.25, metavar="S",
+                   help="augmentation: smallest random crop as a fraction of the image area (default 0.25; "
+                        "1 = no crop); e.g. --crop-scale 0.5")
+    d.add_argument("--no-hflip", dest="hflip", action="store_false",
+                   help="augmentation: no random horizontal flips (for text, digits, asymmetric signs)")
+    d.add_argument("--color-jitter", type=_fraction, default=0.0, metavar="J",
+                   help="augmentation: random brightness/contrast/saturation in [1-J, 1+J] (default 0 = off); "
+                        "e.g. --color-jitter 0.3")
+    d.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="DataLoader worker processes (default: CPU cores - 1, at most 8; 0 = load in the "
+                        "training process); e.g. --workers 4")
+    o = p.add_argument_group("optimisation")
+    o.add_argument("--epochs", type=positive_int, default=None, metavar="N",
+                   help="epochs to train (default 10; on --resume: the run's, or more to extend it); e.g. --epochs 15")
+    o.add_argument("--batch-size", type=positive_int, default=128, metavar="B",
+                   help="images per optimizer step (default 128); e.g. --batch-size 64")
+    o.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                   help="sgd (Nesterov momentum) or adamw (default sgd); e.g. --optimizer adamw")
+    o.add_argument("--lr", type=positive_float, default=None, metavar="LR",
+                   help="peak learning rate (default: 0.1 for sgd, 0.002 for adamw, times batch-size/256); "
+                        "e.g. --lr 0.05")
+    o.add_argument("--momentum", type=_fraction, default=0.9, metavar="M",
+                   help="SGD momentum (default 0.9); e.g. --momentum 0.95")
+    o.add_argument("--weight-decay", type=_non_negative, default=None, metavar="WD",
+                   help="decoupled/L2 weight decay on conv and linear weights only (default 5e-5 for sgd, "
+                        "0.05 for adamw); e.g. --weight-decay 1e-4")
+    o.add_argument("--warmup-epochs", type=_non_negative, default=1.0, metavar="E",
+                   help="linear learning-rate warm-up, then cosine decay to 0 (default 1; fractions allowed); "
+                        "e.g. --warmup-epochs 0.5")
+    o.add_argument("--label-smoothing", type=_fraction, default=0.1, metavar="E",
+                   help="label smoothing of the cross-entropy loss (default 0.1); e.g. --label-smoothing 0")
+    o.add_argument("--clip-grad", type=positive_float, default=None, metavar="NORM",
+                   help="clip the global gradient L2 norm (default off); e.g. --clip-grad 5")
+    o.add_argument("--ema", type=_fraction, default=None, metavar="DECAY", dest="ema_decay",
+                   help="keep an exponential moving average of the weights, evaluated and saved instead "
+                        "of the raw ones (default off); e.g. --ema 0.999")
+    o.add_argument("--seed", type=int, default=0, metavar="S",
+                   help="seed of initialisation, split, order and augmentation (default 0); e.g. --seed 1")
+    f = p.add_argument_group("fine-tuning")
+    f.add_argument("--pretrained", metavar="W",
+                   help="start from 'imagenet' (the released weights, SHA-256 checked) or a weights file/"
+                        "checkpoint; the classifier gets a new head for your classes; e.g. --pretrained imagenet")
+    f.add_argument("--freeze-epochs", type=int, default=0, metavar="N",
+                   help="first train only the new classifier for N epochs (needs --pretrained); e.g. --freeze-epochs 2")
+    h = p.add_argument_group("hardware")
+    h.add_argument("--device", default="auto", metavar="D",
+                   help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda, cuda:1, mps; e.g. --device cpu")
+    h.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (bf16, else fp16 with loss scaling; default: on for CUDA); e.g. --no-amp")
+    h.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: on for CUDA); e.g. --channels-last")
+    r = p.add_argument_group("output")
+    r.add_argument("--out", metavar="DIR",
+                   help="run folder (default runs/MODEL-DATA); e.g. --out runs/fmnist")
+    r.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
+                   help="continue the run in DIR (default: --out) exactly where it stopped; e.g. --resume runs/fmnist")
+    r.add_argument("--overwrite", action="store_true", help="start over in a --out that already holds a run")
+    r.add_argument("--json", action="store_true", help="print one JSON object (no progress bars)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+
+
+def _default_out(model: str, data: str) -> str:
+    return str(Path("runs") / f"{model}-{Path(str(data).rstrip('/')).name or 'data'}")
+
+
+def build_config(args: argparse.Namespace):  # noqa: ANN201 (TrainConfig, imported lazily)
+    """A :class:`TrainConfig` from the flags (on ``--resume``: the saved one, with the allowed overrides)."""
+    from edgecnn.train import TrainConfig
+    from edgecnn.train.trainer import load_state
+
+    if args.resume:
+        out = args.out if args.resume is True else args.resume
+        if out is None:
+            raise EdgeCNNError("--resume needs the run folder: --resume runs/NAME (or --out runs/NAME --resume)")
+        saved = load_state(out)["config"]
+        return TrainConfig.from_dict({**saved, "out": str(out), "epochs": args.epochs or saved["epochs"],
+                                      "data": args.data or saved["data"], "workers": args.workers,
+                                      "device": args.device})
+    if not args.data:
+        raise EdgeCNNError("--data is required: fashion-mnist, cifar-10 or a folder of class sub-folders")
+    if args.num_classes is not None or args.in_chans is not None:
+        raise EdgeCNNError("--num-classes and --in-chans follow the data (its classes, grayscale or RGB); "
+                           "leave them out")
+    return TrainConfig(
+        model=args.model, data=args.data, out=args.out or _default_out(args.model, args.data),
+        knobs=model_knobs(args), res=args.res, epochs=args.epochs or 10, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, clip_grad=args.clip_grad,
+        ema_decay=args.ema_decay, seed=args.seed, workers=args.workers, device=args.device, amp=args.amp,
+        channels_last=args.channels_last, pretrained=args.pretrained, freeze_epochs=args.freeze_epochs,
+        val_split=args.val_split, crop_scale=args.crop_scale, hflip=args.hflip,
+        color_jitter=args.color_jitter, max_unreadable=args.max_unreadable,
+        max_imbalance=args.max_imbalance)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from edgecnn.train import train
+
+    cfg = build_config(args)
+    result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite,
+                   progress=not (args.json or args.quiet))
+    summary = result.to_dict()
+    if args.json:
+        emit_json(summary)
+        return 0
+    pct = lambda v: "-" if v is None else f"{100 * v:.2f}%"  # noqa: E731
+    rows = [["best val top-1", f"{pct(result.best_val_top1)} (epoch {result.best_epoch})"],
+            ["last val top-1 / top-5", f"{pct(summary['last_val_top1'])} / {pct(summary['last_val_top5'])}"]]
+    if result.test:
+        rows.append([f"test top-1 / top-5 (best.ckpt, {result.test['images']} images)",
+                     f"{pct(result.test['top1'])} / {pct(result.test['top5'])}"])
+    rows += [["train throughput", f"{summary['train_images_per_s'] or 0:.0f} images/s "
+                                  f"({summary['train_seconds']:.0f} s of training)"],
+             ["eval throughput", f"{summary['eval_images_per_s'] or 0:.0f} images/s"],
+             ["input", f"{result.preprocess.res}x{result.preprocess.res}x{result.preprocess.in_chans}, "
+                       f"{len(result.classes)} classes"],
+             ["unreadable images skipped", len(result.unreadable)],
+             ["files", f"{summary['best']}, {summary['last']}, metrics.csv, curves.png"]]
+    print_table(f"{cfg.model} on {cfg.data}", ["", ""], rows)
+    print(f"next: edgecnn export {cfg.model} --weights {summary['best']}")
+    return 0

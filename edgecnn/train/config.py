@@ -1,0 +1,83 @@
+"""The knobs of one training run, stored in every checkpoint and resume state."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from edgecnn.errors import EdgeCNNError
+
+OPTIMIZERS = ("sgd", "adamw")
+DEFAULT_LR = {"sgd": 0.1, "adamw": 0.002}  # per 256 images in a batch (linear scaling)
+DEFAULT_WD = {"sgd": 5e-5, "adamw": 0.05}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run (lr: learning rate at its peak; epochs may be fractional
+    only for warm-up)."""
+
+    model: str
+    data: str
+    out: str
+    knobs: dict[str, Any] = field(default_factory=dict)
+    res: int | None = None  # pixels; None: the data's native size (at least the model's minimum) or the model's
+    epochs: int = 10
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float | None = None  # None: DEFAULT_LR[optimizer] * batch_size / 256
+    momentum: float = 0.9
+    weight_decay: float | None = None  # None: DEFAULT_WD[optimizer]; never applied to BN or biases
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
+    label_smoothing: float = 0.1
+    clip_grad: float | None = None  # max global gradient L2 norm
+    ema_decay: float | None = None  # e.g. 0.999; evaluates and saves the averaged weights
+    dropout: float | None = None  # None: the model's default
+    seed: int = 0
+    workers: int | None = None  # None: up to (CPU cores - 1), at most 8
+    device: str = "auto"
+    amp: bool | None = None  # None: on for CUDA
+    channels_last: bool | None = None  # None: on for CUDA
+    pretrained: str | None = None  # "imagenet" or a weights file; the classifier is re-initialised
+    freeze_epochs: int = 0  # epochs that train only the classifier (needs pretrained)
+    val_split: float = 0.1
+    crop_scale: float = 0.25  # smallest random crop, as a fraction of the image area
+    hflip: bool = True
+    color_jitter: float = 0.0
+    max_unreadable: float = 0.05
+    max_imbalance: float = 10.0
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise EdgeCNNError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1),
+                  ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs),
+                  ("label_smoothing", 0 <= self.label_smoothing < 1),
+                  ("crop_scale", 0 < self.crop_scale <= 1), ("color_jitter", 0 <= self.color_jitter < 1),
+                  ("ema_decay", self.ema_decay is None or 0 < self.ema_decay < 1),
+                  ("freeze_epochs", 0 <= self.freeze_epochs <= self.epochs),
+                  ("val_split", 0 <= self.val_split < 1), ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1)]
+        bad = [name for name, ok in checks if not ok]
+        if bad:
+            raise EdgeCNNError(f"invalid {bad[0]}={getattr(self, bad[0])!r} "
+                               f"(warmup_epochs and freeze_epochs must fit within epochs={self.epochs})")
+        if self.freeze_epochs and not self.pretrained:
+            raise EdgeCNNError("--freeze-epochs needs --pretrained: a random backbone is not worth freezing")
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer] * self.batch_size / 256
+
+    @property
+    def decay(self) -> float:
+        return self.weight_decay if self.weight_decay is not None else DEFAULT_WD[self.optimizer]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

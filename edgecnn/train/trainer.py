@@ -1,0 +1,476 @@
+"""The training loop: data -> model -> epochs -> ``best.ckpt``/``last.ckpt`` + ``last.state.pt``.
+
+Output folder (``TrainConfig.out``):
+
+- ``best.ckpt`` / ``last.ckpt``: edgecnn checkpoints (safetensors + metadata: model, knobs,
+  num_classes, in_chans, preprocessing, labels, data), ready for ``edgecnn export --weights``.
+  With EMA on they hold the averaged weights, which are also what is evaluated.
+- ``last.state.pt``: everything ``--resume`` needs (model, optimizer, scheduler, EMA, AMP scaler,
+  RNG states, epoch and step, history), readable with ``torch.load(weights_only=True)``.
+- ``metrics.csv`` and ``curves.png``.
+
+Every file is written atomically, ``best`` before ``last`` and the resume state last, so a crash or
+a full disk at any moment leaves the previous good files in place. Ctrl-C inside an epoch saves a
+state that resumes at the very next step; since sample order and augmentation are functions of
+(seed, epoch, position), a resumed run computes exactly what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from edgecnn.checkpoint import CheckpointMeta, save_checkpoint
+from edgecnn.data.augment import TrainTransform
+from edgecnn.data.datasets import LabelledData, open_dataset
+from edgecnn.data.transforms import Preprocess
+from edgecnn.errors import EdgeCNNError
+from edgecnn.io import atomic_path
+from edgecnn.models import create_model, get_spec
+from edgecnn.train.config import TrainConfig
+from edgecnn.train.evaluate import EvalResult, evaluate, torch_predictor
+from edgecnn.train.loader import default_workers, eval_loader, train_loader
+from edgecnn.train.optim import build_optimizer, build_scheduler
+from edgecnn.train.progress import Progress
+from edgecnn.train.report import write_curves_png, write_metrics_csv
+
+STATE_FORMAT = "edgecnn-train-state/1"
+STATE_FILE, LAST, BEST = "last.state.pt", "last.ckpt", "best.ckpt"
+
+
+class TrainingInterrupted(EdgeCNNError):
+    """Ctrl-C: a resumable state was saved."""
+
+    exit_code = 130
+
+
+@dataclass
+class TrainResult:
+    """What a run produced. Accuracies are fractions; throughput in images/s; times in seconds."""
+
+    out: Path
+    config: TrainConfig
+    classes: list[str]
+    preprocess: Preprocess
+    history: list[dict]
+    best_epoch: int
+    best_val_top1: float
+    test: dict | None = None  # best checkpoint on the data's test split, when it has one apart from val
+    unreadable: list[str] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        last = self.history[-1] if self.history else {}
+        seen = sum(r["train_images"] for r in self.history)
+        return {"out": str(self.out), "best": str(self.out / BEST), "last": str(self.out / LAST),
+                "model": self.config.model, "knobs": self.config.knobs, "data": self.config.data,
+                "classes": self.classes, "preprocess": self.preprocess.to_dict(),
+                "epochs": len(self.history), "best_epoch": self.best_epoch,
+                "best_val_top1": self.best_val_top1, "last_val_top1": last.get("val_top1"),
+                "last_val_top5": last.get("val_top5"), "test": self.test,
+                "train_seconds": self.train_seconds,
+                "train_images_per_s": seen / self.train_seconds if self.train_seconds else None,
+                "eval_images_per_s": last.get("eval_images_per_s"),
+                "unreadable_images": len(self.unreadable), "config": self.config.to_dict(),
+                "history": self.history}
+
+
+# ---------------------------------------------------------------- setup helpers
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; a named device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise EdgeCNNError(f"unknown device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EdgeCNNError("--device cuda asked for, but PyTorch sees no CUDA GPU")
+    return device
+
+
+def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype: bf16 where supported, else fp16 (CUDA/MPS); ``None`` when AMP is off."""
+    on = cfg.amp if cfg.amp is not None else device.type == "cuda"
+    if not on:
+        return None
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float16 if device.type == "mps" else torch.bfloat16
+
+
+def choose_res(cfg: TrainConfig, data: LabelledData, model: nn.Module) -> int:
+    """``cfg.res``, else the data's own size raised to the model's minimum, else the model's default."""
+    spec = get_spec(cfg.model)
+    if cfg.res is not None:
+        res = cfg.res
+    elif data.native_res is not None and data.native_res < model.edgecnn_config.default_res:
+        res = max(data.native_res, spec.min_res)
+    else:
+        res = model.edgecnn_config.default_res
+    spec.check_res(res)
+    try:  # the registry's minimum is a rule of thumb; a real forward pass is the proof
+        with torch.no_grad():
+            model.eval()(torch.zeros(2, data.in_chans, res, res))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise EdgeCNNError(f"{spec.name} cannot take {res}x{res} inputs ({first}); choose a larger --res") from None
+    return res
+
+
+def head_prefix(model: nn.Module) -> str:
+    """Module name of the classifier: the owner of the last parameter (e.g. ``classifier.1``)."""
+    name = [n for n, _ in model.named_parameters()][-1]
+    return name.rpartition(".")[0]
+
+
+def set_frozen(model: nn.Module, frozen: bool) -> None:
+    """Train only the classifier (backbone weights fixed, its BatchNorm statistics too) or everything."""
+    head = head_prefix(model)
+    model.train()
+    for name, p in model.named_parameters():
+        p.requires_grad_(not frozen or name.startswith(head + "."))
+    if frozen:
+        for name, m in model.named_modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and not name.startswith(head):
+                m.eval()
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def find_state(path: str | Path) -> Path:
+    """The resume state of a run folder (or the ``last.state.pt`` path itself)."""
+    path = Path(path)
+    state = path / STATE_FILE if path.is_dir() else path
+    if not state.is_file():
+        raise EdgeCNNError(f"no resumable run at {path}: {state} does not exist")
+    return state
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """A resume state, loaded with ``torch.load(weights_only=True)`` (nothing but tensors and plain data)."""
+    state_path = find_state(path)
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle/zip errors of a corrupt or foreign file
+        raise EdgeCNNError(f"cannot read resume state {state_path}: {exc.__class__.__name__}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise EdgeCNNError(f"{state_path} is not an edgecnn training state")
+    return state
+
+
+# ---------------------------------------------------------------- the run
+
+class _Run:
+    """One training run; split out of :func:`train` so the loop reads top to bottom."""
+
+    def __init__(self, cfg: TrainConfig, state: dict | None, progress: Progress,
+                 callbacks: Iterable[Callable[[dict], None]]) -> None:
+        self.cfg, self.progress, self.callbacks = cfg, progress, list(callbacks)
+        self.out = Path(cfg.out)
+        torch.manual_seed(cfg.seed)
+        random.seed(cfg.seed)
+        self.data = open_dataset(cfg.data, val_split=cfg.val_split, seed=cfg.seed,
+                                 max_unreadable=cfg.max_unreadable, max_imbalance=cfg.max_imbalance)
+        if state is not None and state["num_classes"] != self.data.num_classes:
+            raise EdgeCNNError(
+                f"class-count mismatch: the run in {self.out} was trained on {state['num_classes']} classes, "
+                f"but {cfg.data} has {self.data.num_classes}")
+        if state is not None and state["classes"] != self.data.classes:
+            raise EdgeCNNError(f"the classes of {cfg.data} differ from the run being resumed "
+                               f"({', '.join(state['classes'][:5])}, ...)")
+        self.model = create_model(cfg.model, num_classes=self.data.num_classes,
+                                  in_chans=self.data.in_chans, **cfg.knobs)
+        if cfg.pretrained and state is None:
+            from edgecnn.weights import load_weights
+
+            load_weights(self.model, cfg.pretrained, head="skip")
+        self.res = choose_res(cfg, self.data, self.model)
+        self.preprocess = Preprocess.from_dict(state["preprocess"]) if state else self._preprocess()
+        self.device = resolve_device(cfg.device)
+        self.amp = amp_dtype(cfg, self.device)
+        self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
+        self.model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        train_split = self.data.split("train")
+        if len(train_split) < cfg.batch_size:
+            raise EdgeCNNError(f"only {len(train_split)} training images, fewer than --batch-size "
+                               f"{cfg.batch_size}; lower the batch size")
+        workers = cfg.workers if cfg.workers is not None else default_workers()
+        pin = self.device.type == "cuda"
+        transform = TrainTransform(self.preprocess, scale=(cfg.crop_scale, 1.0), hflip=cfg.hflip,
+                                   color_jitter=cfg.color_jitter)
+        self.loader, self.sampler = train_loader(train_split, transform, cfg.batch_size, cfg.seed, workers, pin)
+        self.val_loader = eval_loader(self.data.split("val"), self.preprocess, cfg.eval_batch_size, workers, pin)
+        self.steps_per_epoch = len(train_split) // cfg.batch_size
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
+        self.ema = None
+        if cfg.ema_decay:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
+                                     use_buffers=True)
+        self.epoch, self.step_in_epoch, self.history = 0, 0, []
+        self.best_top1, self.best_epoch = -1.0, 0
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.stop_requested = False
+        if state is not None:
+            self._restore(state)
+
+    def _preprocess(self) -> Preprocess:
+        """Dataset statistics when training from scratch, the weights' own when fine-tuning; small
+        fixed-size images (Fashion-MNIST, CIFAR) are resized whole, photos resized and centre-cropped."""
+        model_cfg = self.model.edgecnn_config
+        own_stats = self.data.mean is not None and not self.cfg.pretrained
+        mean, std = (self.data.mean, self.data.std) if own_stats else (model_cfg.mean, model_cfg.std)
+        crop_pct = 1.0 if self.data.native_res is not None else model_cfg.crop_pct
+        return Preprocess(res=self.res, mean=tuple(mean), std=tuple(std), crop_pct=crop_pct,
+                          in_chans=self.data.in_chans)
+
+    # ---------------------------------------------------------------- state
+
+    def _state(self) -> dict[str, Any]:
+        return {"format": STATE_FORMAT, "config": self.cfg.to_dict(), "epoch": self.epoch,
+                "step_in_epoch": self.step_in_epoch, "num_classes": self.data.num_classes,
+                "classes": self.data.classes, "preprocess": self.preprocess.to_dict(),
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                "rng": rng_state(), "best_top1": self.best_top1, "best_epoch": self.best_epoch,
+                "history": self.history, "partial": dict(self.partial)}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
+        self.history, self.partial = list(state["history"]), dict(state["partial"])
+        set_rng_state(state["rng"])
+
+    def _meta(self, extra: dict[str, Any]) -> CheckpointMeta:
+        cfg = self.model.edgecnn_config
+        return CheckpointMeta(model=cfg.name, knobs=dict(cfg.knobs), num_classes=self.data.num_classes,
+                              in_chans=self.data.in_chans, preprocess=self.preprocess,
+                              labels=list(self.data.classes), data=self.data.source,
+                              extra={"ema": self.ema is not None, "val_is_test": self.data.val_is_test,
+                                     "train_config": self.cfg.to_dict(), **extra})
+
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.model
+
+    def save_state(self) -> None:
+        with atomic_path(self.out / STATE_FILE) as tmp:
+            torch.save(self._state(), tmp)
+
+    # ---------------------------------------------------------------- loop
+
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.data.unreadable:
+            self.progress.log(f"skipped {len(self.data.unreadable)} unreadable image(s), e.g. {self.data.unreadable[0]}")
+        previous = self._catch_sigint()
+        try:
+            while self.epoch < cfg.epochs:
+                try:
+                    row = self._epoch()
+                except KeyboardInterrupt:
+                    self.save_state()
+                    save_checkpoint(self.out / LAST, self.eval_model, self._meta(
+                        {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "interrupted": True}))
+                    raise self._interrupted() from None
+                self._end_epoch(row)
+                if self.stop_requested and self.epoch < cfg.epochs:
+                    raise self._interrupted()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        return self._finish()
+
+    def _catch_sigint(self) -> Any:
+        """First Ctrl-C: stop after the current step (weights never half-updated); second: at once."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop_requested:
+                raise KeyboardInterrupt
+            self.stop_requested = True
+            self.progress.log("stopping after this step (Ctrl-C again to stop at once) ...")
+
+        return signal.signal(signal.SIGINT, handler)
+
+    def _interrupted(self) -> TrainingInterrupted:
+        where = (f"epoch {self.epoch + 1}, step {self.step_in_epoch}/{self.steps_per_epoch}"
+                 if self.step_in_epoch else f"the end of epoch {self.epoch}")
+        return TrainingInterrupted(f"interrupted at {where}; saved {self.out / STATE_FILE}; continue with: "
+                                   f"edgecnn train {self.cfg.model} --resume {self.out}")
+
+    def _epoch(self) -> dict:
+        cfg, model, p = self.cfg, self.model, self.partial
+        frozen = self.epoch < cfg.freeze_epochs
+        set_frozen(model, frozen)
+        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * cfg.batch_size)
+        task = self.progress.start(f"epoch {self.epoch + 1}/{cfg.epochs}" + (" (frozen)" if frozen else ""),
+                                   self.steps_per_epoch, completed=self.step_in_epoch)
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), dtype=torch.long, device=self.device)
+        seen, t0 = 0, time.perf_counter()
+        try:
+            for x, y in self.loader:
+                if self.step_in_epoch >= self.steps_per_epoch:
+                    break
+                out, loss = self._step(x, y)
+                loss_sum += loss.detach() * len(y)
+                correct += (out.detach().argmax(1) == y.to(self.device)).sum()
+                seen += len(y)
+                self.step_in_epoch += 1
+                for callback in self.callbacks:
+                    callback({"epoch": self.epoch, "step": self.step_in_epoch,
+                              "global_step": self.epoch * self.steps_per_epoch + self.step_in_epoch})
+                if self.stop_requested:
+                    raise KeyboardInterrupt
+                if self.progress.enabled and self.step_in_epoch % 10 == 0:  # .item() syncs a GPU: not every step
+                    n, secs = p["seen"] + seen, p["seconds"] + time.perf_counter() - t0
+                    self.progress.advance(task, 10, loss=(p["loss_sum"] + loss_sum.item()) / n,
+                                          acc=(p["correct"] + correct.item()) / n, ips=n / secs)
+        finally:  # also on Ctrl-C: the partial epoch's sums go into the resume state
+            p["loss_sum"] += loss_sum.item()
+            p["correct"] += int(correct.item())
+            p["seen"] += seen
+            p["seconds"] += time.perf_counter() - t0
+            if self.step_in_epoch < self.steps_per_epoch:
+                self.progress.stop(task)
+        n = max(p["seen"], 1)
+        val = self._evaluate(self.val_loader, "val")
+        row = {"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+               "train_loss": p["loss_sum"] / n, "train_top1": p["correct"] / n, "train_images": p["seen"],
+               "val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5,
+               "train_images_per_s": p["seen"] / max(p["seconds"], 1e-9),
+               "eval_images_per_s": val.images_per_s, "epoch_s": p["seconds"], "train_seconds": p["seconds"]}
+        self.progress.finish(task, f"epoch {row['epoch']}/{cfg.epochs}  val {100 * val.top1:.2f}%",
+                             loss=row["train_loss"], acc=row["train_top1"], ips=row["train_images_per_s"])
+        return row
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            out = self.model(x)
+            loss = self.criterion(out, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.clip_grad:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return out, loss
+
+    def _evaluate(self, loader, what: str) -> EvalResult:
+        predict = torch_predictor(self.eval_model, self.device, self.channels_last, self.amp)
+        return evaluate(predict, loader, self.data.num_classes, self.progress, description=f"  {what}")
+
+    def _end_epoch(self, row: dict) -> None:
+        improved = row["val_top1"] > self.best_top1
+        row["best"] = int(improved)
+        self.epoch += 1
+        self.step_in_epoch = 0
+        self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+        self.history.append(row)
+        meta = self._meta({"epoch": self.epoch, "val_top1": row["val_top1"], "val_top5": row["val_top5"]})
+        if improved:  # best first, the resume state last: a failure leaves a consistent older state
+            save_checkpoint(self.out / BEST, self.eval_model, meta)
+            self.best_top1, self.best_epoch = row["val_top1"], self.epoch
+        save_checkpoint(self.out / LAST, self.eval_model, meta)
+        self.save_state()
+        write_metrics_csv(self.out / "metrics.csv", self.history)
+        write_curves_png(self.out / "curves.png", self.history,
+                         f"{self.cfg.model} {self.cfg.knobs or ''} on {self.data.source} at {self.res}px")
+
+    def _finish(self) -> TrainResult:
+        test = None
+        if "test" in self.data.splits and not self.data.val_is_test:
+            from edgecnn.checkpoint import load_checkpoint
+
+            best, meta = load_checkpoint(self.out / BEST)
+            best.to(self.device)
+            loader = eval_loader(self.data.split("test"), self.preprocess, self.cfg.eval_batch_size,
+                                 self.val_loader.num_workers)
+            predict = torch_predictor(best, self.device, False, self.amp)
+            result = evaluate(predict, loader, self.data.num_classes, self.progress, "  test")
+            test = result.to_dict(self.data.classes)
+            meta.extra["test_top1"], meta.extra["test_top5"] = result.top1, result.top5
+            save_checkpoint(self.out / BEST, best, meta)
+        return TrainResult(out=self.out, config=self.cfg, classes=self.data.classes,
+                           preprocess=self.preprocess, history=self.history, best_epoch=self.best_epoch,
+                           best_val_top1=self.best_top1, test=test, unreadable=self.data.unreadable,
+                           train_seconds=sum(r["train_seconds"] for r in self.history))
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          callbacks: Iterable[Callable[[dict], None]] = ()) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` into ``cfg.out`` (see the module docstring for the files).
+
+    ``resume`` continues the run saved in ``cfg.out`` with its own settings (only ``epochs`` and
+    ``data`` may differ from what was saved; pass the saved config otherwise). ``callbacks`` are
+    called after every optimizer step with ``{"epoch", "step", "global_step"}``.
+    """
+    state = None
+    if resume:
+        state = load_state(cfg.out)
+        saved = TrainConfig.from_dict({**state["config"], "epochs": cfg.epochs, "data": cfg.data,
+                                       "out": cfg.out, "workers": cfg.workers, "device": cfg.device})
+        if saved.model != get_spec(cfg.model).name and get_spec(saved.model).name != get_spec(cfg.model).name:
+            raise EdgeCNNError(f"{cfg.out} holds a run of {saved.model}, not {cfg.model}")
+        if cfg.epochs < state["epoch"]:
+            raise EdgeCNNError(f"{cfg.out} already ran {state['epoch']} epochs; --epochs {cfg.epochs} is fewer")
+        cfg = saved
+    elif (Path(cfg.out) / STATE_FILE).exists() and not overwrite:
+        raise EdgeCNNError(f"{cfg.out} already holds a run; continue it with --resume {cfg.out}, "
+                           f"or pass --overwrite to start over")
+    with Progress(progress) as bar:
+        return _Run(cfg, state, bar, callbacks).run()
