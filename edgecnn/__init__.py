@@ -11,11 +11,14 @@ from edgecnn.stats import ModelStats, model_stats
 
 __version__ = "0.1.0"
 
-__all__ = ["EdgeCNNError", "ModelStats", "create_model", "default_res", "export", "get_spec", "list_models",
+__all__ = ["EdgeCNNError", "ExportReport", "ModelStats", "create_model", "default_res", "export",
+           "get_spec", "imagenet_labels", "list_models", "load_checkpoint", "load_weights",
            "model_stats", "__version__"]
 
-# Heavy entry points, imported on first use so that `import edgecnn` stays light.
-_LAZY = {"export": "edgecnn.export", "ExportReport": "edgecnn.export"}
+# Heavier entry points, imported on first use so that `import edgecnn` stays light.
+_LAZY = {"export": "edgecnn.export", "ExportReport": "edgecnn.export",
+         "load_weights": "edgecnn.weights", "load_checkpoint": "edgecnn.checkpoint",
+         "imagenet_labels": "edgecnn.labels"}
 
 
 def __getattr__(name: str):

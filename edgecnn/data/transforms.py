@@ -67,7 +67,7 @@ class Preprocess:
 
     def to_uint8(self, image: Image.Image) -> np.ndarray:
         """HWC uint8 pixels after resize/crop: what a camera app would feed a uint8 model."""
-        arr = np.asarray(self.resize_crop(image), dtype=np.uint8)
+        arr = np.array(self.resize_crop(image), dtype=np.uint8)  # a writable copy
         return arr[:, :, None] if arr.ndim == 2 else arr
 
     def normalize(self, pixels: np.ndarray | torch.Tensor) -> torch.Tensor:
