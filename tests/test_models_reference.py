@@ -211,3 +211,71 @@ def test_bad_knobs_raise_one_line(name, knobs, message):
         with torch.device("meta"):
             edgecnn.create_model(name, **knobs)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+# torchvision's own model source (its wheel cannot be imported here: its compiled ops do not load
+# with the CPU torch) is run as the reference: the same state_dict keys in the same order, shapes,
+# strict loading of its state_dict, and identical outputs.
+PARITY_SCRIPT = r"""
+import importlib, json, sys, warnings
+import torch
+import edgecnn
+warnings.filterwarnings("ignore")
+sys.path.insert(0, sys.argv[1])
+results = {}
+for name, module, ctor, kwargs, res in json.loads(sys.argv[2]):
+    torch.manual_seed(0)
+    tv = eval(ctor, {"m": importlib.import_module("torchvision.models." + module)}).eval()
+    ours = edgecnn.create_model(name, **kwargs).eval()
+    ref, got = tv.state_dict(), ours.state_dict()
+    layout = list(ref) == list(got) and all(ref[k].shape == got[k].shape for k in ref)
+    ours.load_state_dict(ref, strict=True)
+    x = torch.randn(2, 3, res, res)
+    with torch.no_grad():
+        diff = float((tv(x) - ours(x)).abs().max())
+    results[name + "-aux" * bool(kwargs)] = {"layout": layout, "diff": diff}
+print(json.dumps(results))
+"""
+PARITY = [
+    ("alexnet", "alexnet", "m.alexnet()", {}, 64),
+    ("vgg11_bn", "vgg", "m.vgg11_bn()", {}, 32),
+    ("googlenet", "googlenet", "m.GoogLeNet(aux_logits=True, init_weights=True)", {"aux_logits": True}, 64),
+    ("inception_v3", "inception", "m.Inception3(aux_logits=True, init_weights=True)",
+     {"aux_logits": True}, 75),
+    ("resnet50", "resnet", "m.resnet50()", {}, 64),
+    ("densenet121", "densenet", "m.densenet121()", {}, 64),
+    ("convnext_tiny", "convnext", "m.convnext_tiny()", {}, 64),
+]
+
+
+@pytest.fixture(scope="session")
+def torchvision_source():
+    """torchvision's pure-Python model files, unpacked from its PyPI wheel with empty __init__s."""
+    import zipfile
+
+    from conftest import ASSET_DIR, pypi_member
+
+    pypi_member("torchvision", "torchvision/models/resnet.py")  # fetches and caches the wheel
+    root = ASSET_DIR / "torchvision-src"
+    if not (root / "torchvision" / "models" / "convnext.py").is_file():
+        wheel = sorted((ASSET_DIR / "wheels").glob("torchvision-*.whl"))[-1]
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(root, [n for n in zf.namelist() if n.endswith(".py")])
+        for pkg in ("", "models", "ops"):  # skip the package imports that load compiled ops
+            (root / "torchvision" / pkg / "__init__.py").write_text("")
+    return root
+
+
+@pytest.mark.slow
+def test_same_layout_and_outputs_as_torchvision(torchvision_source):
+    import json
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", PARITY_SCRIPT, str(torchvision_source),
+                           json.dumps(PARITY)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout)
+    assert len(results) == len(PARITY)
+    for name, r in results.items():
+        assert r["layout"] and r["diff"] < 1e-4, (name, r)
