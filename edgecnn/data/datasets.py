@@ -404,7 +404,7 @@ def open_dataset(data: str | Path, *, val_split: float = 0.1, seed: int = 0,
                                "cifar.html, extract it and pass --data .../cifar-10-batches-py")
         splits, classes = load_cifar_folder(folder)
         return _array_dataset(str(folder), classes, splits, val_split, seed)
-    folder = Path(data).expanduser()
+    folder = Path(data).expanduser().absolute()  # checkpoints record where the data is
     if not folder.exists():
         raise EdgeCNNError(f"data {data!r} is neither a folder nor a known dataset name "
                            f"(fashion-mnist, cifar-10)")
