@@ -12,10 +12,9 @@ ceil rounding so the feature maps are the paper's 110-55-26-13-13-13-6. Both end
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from edgecnn.models.layers import check_rate, init_weights
+from edgecnn.models.layers import PooledClassifier, check_rate, init_weights
 from edgecnn.models.registry import ModelSpec, register
 
 # Per conv layer: (out channels, kernel, stride, padding, max pool after, LRN after)
@@ -27,7 +26,7 @@ CONFIGS = {
 }
 
 
-class AlexNet(nn.Module):
+class AlexNet(PooledClassifier):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3,
                  convs: tuple[tuple, ...] = CONFIGS["alexnet"], ceil_pools: bool = False,
                  dropout: float = 0.5) -> None:
@@ -49,12 +48,6 @@ class AlexNet(nn.Module):
             nn.Dropout(dropout), nn.Linear(4096, 4096), nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes))
         init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
 register(ModelSpec(

@@ -2,10 +2,10 @@
 
 Module layout and state_dict keys are torchvision's ``inception_v3`` (27,161,264 parameters with the
 auxiliary classifier, 23,834,568 without). The auxiliary head exists only with ``aux_logits=True``
-and runs only in training (the forward then returns ``InceptionOutputs``); it needs the 17x17 grid
-to be at least 17x17 (its 5x5 stride-3 pool then 5x5 conv), i.e. 299 px inputs when training with it. As for GoogLeNet, the
-released weights expect inputs scaled to [-1, 1], recorded here as mean = std = 0.5 instead of
-torchvision's in-model ``transform_input``.
+and runs only in training (the forward then returns ``InceptionOutputs``); its 5x5 stride-3 pool and
+5x5 conv need the 17x17 grid whole, so training with it takes 299 px inputs. Inference accepts
+75 px and up. As for GoogLeNet, the released weights expect inputs scaled to [-1, 1], recorded here
+as mean = std = 0.5 instead of torchvision's in-model ``transform_input``.
 """
 
 from __future__ import annotations

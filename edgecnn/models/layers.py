@@ -229,3 +229,18 @@ class Fire(nn.Module):
         x = self.squeeze_activation(self.squeeze(x))
         return torch.cat([self.expand1x1_activation(self.expand1x1(x)),
                           self.expand3x3_activation(self.expand3x3(x))], 1)
+
+
+class PooledClassifier(nn.Module):
+    """Base for torchvision's ``features`` -> ``avgpool`` -> flatten -> ``classifier`` networks
+    (AlexNet, VGG); subclasses build those three modules."""
+
+    features: nn.Module
+    avgpool: nn.Module
+    classifier: nn.Module
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))

@@ -8,10 +8,9 @@ Sequential, adaptive 7x7 average pool, ``classifier``), so its released checkpoi
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-from edgecnn.models.layers import check_rate, init_weights
+from edgecnn.models.layers import PooledClassifier, check_rate, init_weights
 from edgecnn.models.registry import ModelSpec, register
 
 POOL = "M"
@@ -26,7 +25,7 @@ CONFIGS = {
 }
 
 
-class VGG(nn.Module):
+class VGG(PooledClassifier):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3,
                  cfg: tuple[int | str, ...] = CONFIGS["vgg16"], batch_norm: bool = False,
                  dropout: float = 0.5) -> None:
@@ -50,12 +49,6 @@ class VGG(nn.Module):
             nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(dropout),
             nn.Linear(4096, num_classes))
         init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.features(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
 
 
 for _name, _cfg in CONFIGS.items():
