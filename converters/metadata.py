@@ -17,6 +17,15 @@ Normalisation in the metadata is in 0-255 pixel units, as the task libraries app
 ``input = (pixel - mean_255) / std_255`` with ``mean_255 = mean * 255``, ``std_255 = std * 255`` for
 a model trained on ``(pixel / 255 - mean) / std``. MediaPipe feeds uint8-input models raw bytes and
 ignores the normalisation there.
+
+What MediaPipe Tasks (0.10, ``vision.ImageClassifier``) accepts, measured on this project's files:
+
+- a float32 input needs ``NormalizationOptions`` (without metadata it refuses the file), and ONE
+  mean/std for all channels: ImageNet's per-channel values are refused ("Per-channel image
+  normalization is not available"). Export such models with the normalisation inside the graph
+  (pixel values 0-255 in) and describe them with :func:`pixel_input_normalization`.
+- inputs must be uint8 or float32 (int8 is refused); a uint8 input gets the raw bytes.
+- without metadata a uint8 file still runs, but results carry no class names.
 """
 
 from __future__ import annotations
@@ -59,6 +68,14 @@ def _metadata_schema() -> Any:
         module_spec.loader.exec_module(module)
         _MD = module
     return _MD
+
+
+def pixel_input_normalization(in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) for :func:`add_metadata` when the graph takes raw pixel values 0-255.
+
+    That is ``mean_255 = 0, std_255 = 1`` in the metadata: the app feeds pixels unchanged.
+    """
+    return (0.0,) * in_chans, (1.0 / 255.0,) * in_chans
 
 
 def _schemas() -> tuple[Any, Any, Any]:
@@ -158,7 +175,9 @@ def add_metadata(model_bytes: bytes, *, labels: Sequence[str], mean: Sequence[fl
     """``model_bytes`` with image-classifier metadata and ``labels.txt`` embedded.
 
     ``mean``/``std`` are per-channel, for pixels scaled to [0, 1] (the :class:`Preprocess`
-    convention); they are stored in 0-255 units. ``labels`` must match the output size. Existing
+    convention); they are stored in 0-255 units. For a graph that takes raw pixels pass
+    :func:`pixel_input_normalization` (MediaPipe refuses per-channel values, see the module doc).
+    Constants stored after the flatbuffer (ai-edge-quantizer's layout) are moved inside. ``labels`` must match the output size. Existing
     metadata and associated files are replaced. Returns the new file's bytes.
     """
     tfl, md, flatbuffers = _schemas()
@@ -185,6 +204,10 @@ def add_metadata(model_bytes: bytes, *, labels: Sequence[str], mean: Sequence[fl
         license=license, num_labels=len(labels))
 
     model = tfl.ModelT.InitFromObj(root)
+    for buf in model.buffers or []:  # constants stored after the flatbuffer: pull them inside
+        if (getattr(buf, "offset", 0) or 0) > 1:
+            buf.data = np.frombuffer(flat, dtype=np.uint8, count=buf.size, offset=buf.offset)
+            buf.offset, buf.size = 0, 0
     buffer = tfl.BufferT()
     buffer.data = np.frombuffer(meta_buf, dtype=np.uint8)
     model.metadata = [m for m in (model.metadata or []) if _text(m.name) != METADATA_NAME]
