@@ -293,7 +293,7 @@ def plot(rows: list[dict], path: Path, title: str = "latency vs MACs") -> Path:
     """Latency (median ms) against MACs, and against accuracy when rows have it, as a PNG.
 
     One marker series per runtime/precision/threads, log-log like the MobileNet paper's trade-off
-    figures; each point is labelled with its model.
+    figures; each model is labelled once, at its fastest point.
     """
     import matplotlib
 
@@ -315,9 +315,13 @@ def plot(rows: list[dict], path: Path, title: str = "latency vs MACs") -> Path:
             if not pts:
                 continue
             ax.scatter([r[field] for r in pts], [r["median_ms"] for r in pts], label=name, s=22)
-            for r in pts:
-                ax.annotate(str(r.get("model")), (r[field], r["median_ms"]), fontsize=6, alpha=0.7,
-                            xytext=(3, 2), textcoords="offset points")
+        lowest: dict[str, dict] = {}  # label each model once, at its fastest point
+        for r in ok:
+            if r.get(field) is not None and r["median_ms"] < lowest.get(r.get("model"), {}).get("median_ms", 1e300):
+                lowest[r.get("model")] = r
+        for model, r in lowest.items():
+            ax.annotate(str(model), (r[field], r["median_ms"]), fontsize=6, alpha=0.7,
+                        xytext=(3, -8), textcoords="offset points")
         if logx:
             ax.set_xscale("log")
         ax.set_yscale("log")
