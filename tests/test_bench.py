@@ -263,3 +263,49 @@ def test_missing_onnx_file_is_an_error_row(tmp_path):
              "protocol": QUICK_PROTOCOL}
     row = run_point(point)
     assert row["status"] == "error" and "No such file" in row["error"] and "missing.onnx" in row["error"]
+
+
+def _export_folder(tmp_path: Path, tflite: Path) -> Path:
+    """A folder shaped like ``edgecnn export``'s output: files named by precision + report.json."""
+    folder = tmp_path / "mobilenet_v2_0.35_32"
+    folder.mkdir()
+    name = "mobilenet_v2_0.35_32_float32.tflite"
+    (folder / name).write_bytes(tflite.read_bytes())
+    report = {"model": "mobilenet_v2", "name": folder.name, "knobs": {"alpha": 0.35}, "res": 32,
+              "num_classes": 10, "in_chans": 3, "macs": 1234567,
+              "files": [{"name": name, "path": str(folder / name), "precision": "float32"}]}
+    (folder / "report.json").write_text(json.dumps(report))
+    return folder
+
+
+@pytest.mark.slow
+def test_export_folder_gives_file_rows_and_pytorch_rows_from_its_report(cli, tflite_file, tmp_path):
+    folder = _export_folder(tmp_path, tflite_file)
+    r = cli("bench", folder, "--runtime", "litert,torch", "--threads", "1", *QUICK, "--json")
+    assert r.code == 0, r
+    rows = {x["runtime"]: x for x in json.loads(r.out)["rows"]}
+    assert set(rows) == {"litert", "torch"}
+    for row in rows.values():
+        assert row["status"] == "ok" and row["model"] == "mobilenet_v2_0.35_32"
+        assert row["macs"] == 1234567 and row["gmacs_per_s"] > 0
+    assert rows["torch"]["spec"] == {"name": "mobilenet_v2", "knobs": {"alpha": 0.35}, "res": 32,
+                                     "num_classes": 10, "in_chans": 3, "label": "mobilenet_v2_0.35_32"}
+
+
+def test_complete_export_folders_are_reused_not_exported_again(tmp_path, monkeypatch):
+    import edgecnn.export
+    from edgecnn.benchmarks.sweep import ensure_export, zoo_spec
+
+    placeholder = tmp_path / "placeholder.tflite"  # only the file's presence matters here
+    placeholder.write_bytes(b"TFL3")
+    _export_folder(tmp_path, placeholder)
+    calls = []
+    monkeypatch.setattr(edgecnn.export, "export", lambda *a, **k: calls.append((a, k)))
+    spec, macs = zoo_spec("mobilenet_v2", 32, {"alpha": 0.35}, num_classes=10)
+    assert spec["label"] == "mobilenet_v2_0.35_32" and macs > 0
+    assert ensure_export(spec, ["float32"], tmp_path) == tmp_path / "mobilenet_v2_0.35_32" and not calls
+    ensure_export(spec, ["float32", "int8"], tmp_path)  # int8 missing: export is asked for both
+    assert calls == [(("mobilenet_v2",), {"res": 32, "num_classes": 10, "in_chans": None,
+                                          "quantize": ["float32", "int8"],
+                                          "out": tmp_path / "mobilenet_v2_0.35_32", "verify": False,
+                                          "measure": False, "alpha": 0.35})]
