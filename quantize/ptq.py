@@ -27,6 +27,7 @@ Found on this stack (torch 2.13, torchao 0.18, litert-torch 0.10) and handled he
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import warnings
 from dataclasses import dataclass, field
@@ -58,10 +59,14 @@ class QuantizedModel:
     """A calibrated, quantised PT2E graph ready for ``litert_torch.convert``.
 
     ``module`` takes ``sample_args`` (batch 1, in ``layout``); ``quant_config`` must be passed to the
-    converter so it lowers the quantize/dequantize pairs to int8 kernels.
+    converter so it lowers the quantize/dequantize pairs to int8 kernels. ``float_graph`` (the
+    exported float model) and ``graph`` (the quantised one, NCHW) share node provenance, which the
+    per-layer report (:func:`edgecnn.quantize.report.layer_sqnr`) uses to pair their outputs.
     """
 
     module: nn.Module
+    float_graph: GraphModule
+    graph: GraphModule
     sample_args: tuple[torch.Tensor, ...]
     quant_config: object  # litert_torch.quantize.quant_config.QuantConfig
     method: str
@@ -167,10 +172,14 @@ def quantize_pt2e(model: nn.Module, calib: torch.Tensor, *, method: str = DEFAUL
     (resize, crop, normalise); they run one at a time (the exported graph takes batch 1).
     ``method`` picks the activation ranges (see :data:`METHODS`); weights are symmetric int8,
     per output channel unless ``per_channel=False``. ``layout`` is the interface of the result:
-    ``"nhwc"`` (apps' camera frames) or ``"nchw"`` (PyTorch's). ``keep_float`` names modules
+    ``"nhwc"`` (apps' camera frames; ``calib`` stays NCHW) or ``"nchw"`` (the module's own
+    interface, unwrapped: any module may be passed, e.g. one that normalises raw pixels inside,
+    with ``calib`` in the layout it takes; the channel check applies to zoo models only).
+    ``keep_float`` names modules
     (``model.named_modules()`` names, e.g. ``"classifier.1"``) left in float.
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
 
     from litert_torch.quantize.quant_config import QuantConfig
 
@@ -189,18 +198,20 @@ def quantize_pt2e(model: nn.Module, calib: torch.Tensor, *, method: str = DEFAUL
     model = model.eval()
     quantizer = make_quantizer(method, per_channel, keep_float)
     graph, notes = export_for_quantization(model, calib[:1])
+    float_graph = copy.deepcopy(graph)
+    _fuse_conv_bn_(float_graph)  # as prepare_pt2e does, so conv outputs pair up with the int8 graph's
     graph = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
         for i in _progress(range(calib.shape[0]), f"calibrating ({method})", progress):
             graph(calib[i:i + 1])
     graph = convert_pt2e(graph, fold_quantize=False)
-    sample = calib[:1].contiguous()
+    module, sample = graph, calib[:1].contiguous()
     if layout == "nhwc":
         import litert_torch
 
-        graph = litert_torch.to_channel_last_io(graph, args=[0])
+        module = litert_torch.to_channel_last_io(graph, args=[0])
         sample = sample.permute(0, 2, 3, 1).contiguous()
-    return QuantizedModel(module=graph, sample_args=(sample,),
+    return QuantizedModel(module=module, float_graph=float_graph, graph=graph, sample_args=(sample,),
                           quant_config=QuantConfig(pt2e_quantizer=quantizer), method=method,
                           layout=layout, per_channel=per_channel, calib_images=int(calib.shape[0]),
                           keep_float=keep_float, notes=notes)

@@ -1,0 +1,249 @@
+"""The fidelity report of an int8 model: how far it is from the float model, and where it lost.
+
+- **Outputs** (the ``.tflite`` run with :class:`edgecnn.converters.tflite_runtime.TFLiteModel`
+  against the float PyTorch model, on evaluation images that did not calibrate): top-1
+  agreement, mean logit cosine similarity, SQNR of the logits in dB
+  (``10 log10(sum ref^2 / sum (ref - int8)^2)``); with labels, top-1/top-5 of both.
+- **Per layer** (PT2E numeric debugger, ``torchao.quantization.pt2e``: loggers on the float and the
+  quantised graph, paired by node provenance): each conv/linear/add/pool output's SQNR int8 vs
+  float over the images, and ``loss_db``, how many dB the layer itself lost relative to its
+  worst input -- the column that tells which layers hurt. Sorted worst first.
+
+Written as a rich table, a JSON file and a bar chart PNG of per-layer SQNR.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from edgecnn.io import atomic_path, write_text
+
+# aten ops whose outputs the per-layer table lists (activations fold into their producer).
+LAYER_OPS = ("conv2d", "linear", "add", "mul", "cat", "mean", "adaptive_avg_pool2d", "avg_pool2d",
+             "max_pool2d", "addmm")
+
+
+def sqnr_db(ref: np.ndarray, out: np.ndarray) -> float:
+    """Signal-to-quantisation-noise ratio in dB; +inf when equal."""
+    ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
+    noise = float(np.sum((ref - out) ** 2))
+    signal = float(np.sum(ref ** 2))
+    return math.inf if noise == 0 else 10.0 * math.log10(max(signal, 1e-30) / noise)
+
+
+def _topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    top = np.argsort(-logits, axis=1)[:, :k]
+    return float(np.mean([labels[i] in top[i] for i in range(len(labels))]))
+
+
+def output_metrics(ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None = None) -> dict[str, Any]:
+    """Agreement, cosine and SQNR of ``out`` logits (N, K) against ``ref``; accuracies with ``labels``."""
+    ref, out = np.asarray(ref, np.float32), np.asarray(out, np.float32)
+    cos = np.sum(ref * out, 1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(out, axis=1), 1e-12)
+    m: dict[str, Any] = {
+        "images": int(len(ref)),
+        "top1_agreement": float(np.mean(ref.argmax(1) == out.argmax(1))),
+        "cosine": float(np.mean(cos)),
+        "cosine_min": float(np.min(cos)),
+        "sqnr_db": sqnr_db(ref, out),
+    }
+    if labels is not None:
+        labels = np.asarray(labels)
+        k = min(5, ref.shape[1])
+        m.update(float_top1=_topk(ref, labels, 1), int8_top1=_topk(out, labels, 1),
+                 float_top5=_topk(ref, labels, k), int8_top5=_topk(out, labels, k))
+    return m
+
+
+@dataclass
+class LayerFidelity:
+    """One layer's output error: ``sqnr_db`` int8 vs float (dB), ``loss_db`` lost at this layer."""
+
+    name: str
+    op: str
+    sqnr_db: float
+    loss_db: float
+
+
+def _layer_name(node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    owner = list(stack.values())[-1][0] if stack else ""
+    return owner or node.name
+
+
+def layer_sqnr(q, images: torch.Tensor, progress: bool = False) -> list[LayerFidelity]:
+    """Per-layer SQNR of a :class:`~edgecnn.quantize.ptq.QuantizedModel` on ``images`` (N, C, H, W).
+
+    Runs the float and the quantised PT2E graphs with the numeric debugger's output loggers, one
+    image at a time (bounded memory), accumulating signal and noise energy per layer.
+    """
+    from torchao.quantization.pt2e._numeric_debugger import (OutputLogger, extract_results_from_loggers,
+                                                             prepare_for_propagation_comparison)
+
+    ref_model = prepare_for_propagation_comparison(q.float_graph)
+    act_model = prepare_for_propagation_comparison(q.graph)
+    # the layer each logged node belongs to, and the logged nodes feeding it
+    info, inputs = {}, {}
+    for node in ref_model.graph.nodes:
+        if node.op == "call_module" and isinstance(getattr(ref_model, node.target), OutputLogger):
+            logger = getattr(ref_model, node.target)
+            producer = node.args[0]
+            op = getattr(producer.target, "__name__", str(producer.target)).split(".")[0]
+            info[logger.debug_info] = (_layer_name(producer), op)
+            inputs[logger.debug_info] = [getattr(ref_model, a.target).debug_info for a in producer.args
+                                         if getattr(a, "op", None) == "call_module"
+                                         and isinstance(getattr(ref_model, a.target), OutputLogger)]
+    signal: dict[Any, float] = {}
+    noise: dict[Any, float] = {}
+    from edgecnn.quantize.ptq import _progress
+
+    with torch.no_grad():
+        for i in _progress(range(images.shape[0]), "per-layer SQNR", progress):
+            ref_model(images[i:i + 1])
+            act_model(images[i:i + 1])
+            ref, act = extract_results_from_loggers(ref_model), extract_results_from_loggers(act_model)
+            for key, (_, _, ref_stats) in ref.items():
+                if key not in act or not isinstance(ref_stats[-1], torch.Tensor):
+                    continue
+                r, a = ref_stats[-1].double(), act[key][2][-1]
+                if not isinstance(a, torch.Tensor) or a.shape != r.shape:
+                    continue
+                signal[key] = signal.get(key, 0.0) + float(r.pow(2).sum())
+                noise[key] = noise.get(key, 0.0) + float((r - a.double()).pow(2).sum())
+            for m in (ref_model, act_model):
+                for mod in m.modules():
+                    if isinstance(mod, OutputLogger):
+                        mod.stats.clear()
+    sqnr = {k: (math.inf if noise[k] == 0 else 10 * math.log10(max(signal[k], 1e-30) / noise[k]))
+            for k in signal}
+
+    def upstream(key, seen=()) -> float:
+        """The worst SQNR among the nearest measured inputs of ``key`` (inf at the graph input)."""
+        values = []
+        for k in inputs.get(key, []):
+            if k in seen:
+                continue
+            values.append(sqnr[k] if k in sqnr else upstream(k, seen + (k,)))
+        return min(values, default=math.inf)
+
+    layers = []
+    for key, value in sqnr.items():
+        name, op = info[key]
+        if op in LAYER_OPS:
+            before = upstream(key)  # inf at the graph input: nothing lost before this layer
+            loss = (before - value) if math.isfinite(before) and math.isfinite(value) else 0.0
+            layers.append(LayerFidelity(name, op, value, loss))
+    return sorted(layers, key=lambda l: l.sqnr_db)
+
+
+@dataclass
+class FidelityReport:
+    """Everything the fidelity report says; ``to_dict`` is the JSON written beside the model."""
+
+    model: str
+    method: str
+    calib_images: int
+    outputs: dict[str, Any]
+    layers: list[LayerFidelity] = field(default_factory=list)
+    layer_images: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "method": self.method, "calib_images": self.calib_images,
+                "outputs": self.outputs, "layer_images": self.layer_images,
+                "layers": [asdict(l) for l in self.layers], **self.extra}
+
+
+def fidelity_report(model: torch.nn.Module, q, tflite: bytes | str | Path, images: torch.Tensor,
+                    labels: Sequence[int] | None = None, *, layer_images: int = 8,
+                    progress: bool = True, name: str | None = None) -> FidelityReport:
+    """The fidelity report of the int8 ``tflite`` (from ``q``) against float ``model``.
+
+    ``images`` (N, C, H, W) are normalised evaluation images that did not calibrate ``q``;
+    the per-layer table uses the first ``layer_images`` of them (0 skips it).
+    """
+    from edgecnn.converters.tflite_runtime import TFLiteModel
+    from edgecnn.quantize.equalize import predict
+
+    ref = predict(model.eval(), images).numpy()
+    out = TFLiteModel(tflite).predict(images)
+    metrics = output_metrics(ref, out, None if labels is None else np.asarray(labels))
+    layers = layer_sqnr(q, images[:layer_images], progress) if layer_images > 0 else []
+    cfg = getattr(model, "edgecnn_config", None)
+    return FidelityReport(model=name or (cfg.name if cfg else type(model).__name__), method=q.method,
+                          calib_images=q.calib_images, outputs=metrics, layers=layers,
+                          layer_images=min(layer_images, int(images.shape[0])))
+
+
+def _fmt(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.1f}"
+
+
+def print_report(report: FidelityReport, top: int = 12) -> None:
+    """Rich tables for people: the output metrics, then the ``top`` worst layers."""
+    from edgecnn.cli.common import print_table
+
+    o = report.outputs
+    rows = [("top-1 agreement int8 vs float", f"{100 * o['top1_agreement']:.1f}% of {o['images']} images"),
+            ("logit cosine (mean / min)", f"{o['cosine']:.4f} / {o['cosine_min']:.4f}"),
+            ("logit SQNR", f"{_fmt(o['sqnr_db'])} dB")]
+    if "float_top1" in o:
+        rows += [("top-1 float -> int8", f"{100 * o['float_top1']:.1f}% -> {100 * o['int8_top1']:.1f}%"),
+                 ("top-5 float -> int8", f"{100 * o['float_top5']:.1f}% -> {100 * o['int8_top5']:.1f}%")]
+    print_table(f"int8 fidelity: {report.model}, method {report.method}, {report.calib_images} calibration "
+                "images", ("measure", "value"), rows)
+    if report.layers:
+        worst = sorted(report.layers, key=lambda l: -l.loss_db)[:top]
+        print_table(f"layers that lost the most (of {len(report.layers)}; SQNR over {report.layer_images} images)",
+                    ("layer", "op", "SQNR dB", "lost here dB"),
+                    [(l.name, l.op, _fmt(l.sqnr_db), f"{l.loss_db:.1f}") for l in worst],
+                    justify=("left", "left", "right", "right"))
+
+
+def plot_layer_sqnr(layers: Sequence[LayerFidelity], path: str | Path, title: str = "") -> Path:
+    """Bar chart PNG of per-layer SQNR (dB) in network order of the report list, worst first."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [l for l in layers if math.isfinite(l.sqnr_db)]
+    fig, ax = plt.subplots(figsize=(10, max(3.0, 0.22 * len(shown) + 1)))
+    ax.barh([f"{l.name} ({l.op})" for l in shown][::-1], [l.sqnr_db for l in shown][::-1],
+            color=["#c0392b" if l.loss_db >= 3 else "#2e86c1" for l in shown][::-1])
+    ax.set_xlabel("output SQNR int8 vs float (dB); red: lost >= 3 dB at this layer")
+    ax.set_title(title or "per-layer SQNR, worst first")
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return Path(path)
+
+
+def write_report(report: FidelityReport, out_dir: str | Path, stem: str = "fidelity") -> dict[str, Path]:
+    """``<stem>.json`` and (with layers) ``<stem>_layers.png`` in ``out_dir``, written atomically."""
+    out_dir = Path(out_dir)
+    paths = {"json": write_text(out_dir / f"{stem}.json", json.dumps(finite(report.to_dict()), indent=2) + "\n")}
+    if report.layers:
+        paths["png"] = plot_layer_sqnr(report.layers, out_dir / f"{stem}_layers.png",
+                                       f"{report.model}: per-layer SQNR ({report.method})")
+    return paths
+
+
+def finite(x: Any) -> Any:
+    """``x`` with infinite floats (an exact layer's SQNR) as None, so that it is valid JSON."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    return x
