@@ -131,6 +131,21 @@ def choose_res(cfg: TrainConfig, data: LabelledData, model: nn.Module) -> int:
     return res
 
 
+def ema_with_warmup(decay: float) -> Callable:
+    """EMA update for ``AveragedModel``: decay ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates,
+    so short runs are not dominated by the random initial weights (timm's warm-up rule)."""
+
+    @torch.no_grad()
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        if not torch.is_floating_point(ema_params[0]):  # BatchNorm's step counters: keep the latest
+            torch._foreach_copy_(ema_params, params)
+            return
+        n = float(num_averaged)
+        torch._foreach_lerp_(ema_params, params, 1.0 - min(decay, (1 + n) / (10 + n)))
+
+    return update
+
+
 def head_prefix(model: nn.Module) -> str:
     """Module name of the classifier: the owner of the last parameter (e.g. ``classifier.1``)."""
     name = [n for n, _ in model.named_parameters()][-1]
@@ -240,10 +255,9 @@ class _Run:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.ema = None
         if cfg.ema_decay:
-            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+            from torch.optim.swa_utils import AveragedModel
 
-            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay),
-                                     use_buffers=True)
+            self.ema = AveragedModel(self.model, multi_avg_fn=ema_with_warmup(cfg.ema_decay), use_buffers=True)
         self.epoch, self.step_in_epoch, self.history = 0, 0, []
         self.best_top1, self.best_epoch = -1.0, 0
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
