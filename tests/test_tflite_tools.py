@@ -191,6 +191,27 @@ def test_inspect_rejects_truncated_and_corrupt_files(tiny, tmp_path):
         _one_line_error(e)
 
 
+@pytest.mark.slow
+def test_validate_catches_what_parsing_cannot(tiny, tmp_path):
+    """A conv pointing at a tensor that does not exist parses fine; the interpreter refuses it."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as tfl
+
+    _, paths = tiny
+    model = tfl.ModelT.InitFromPackedBuf(paths["int8_nhwc"].read_bytes(), 0)
+    conv = next(op for op in model.subgraphs[0].operators
+                if model.operatorCodes[op.opcodeIndex].builtinCode == tfl.BuiltinOperator.CONV_2D)
+    conv.inputs = np.array([conv.inputs[0], 999, conv.inputs[2]], dtype=np.int32)
+    builder = flatbuffers.Builder(0)
+    builder.Finish(model.Pack(builder), b"TFL3")
+    bad = tmp_path / "dangling.tflite"
+    bad.write_bytes(bytes(builder.Output()))
+    assert inspect_tflite_safe(bad)["ops"]["CONV_2D"] == 1
+    with pytest.raises(EdgeCNNError) as e:
+        validate_tflite(bad)
+    assert "tensor index 999" in _one_line_error(e)
+
+
 def test_crashing_child_is_reported_not_fatal(tmp_path, monkeypatch):
     """The child really dies of SIGSEGV (a sitecustomize that segfaults at start-up); we get one line."""
     hook = tmp_path / "hook"
