@@ -90,6 +90,28 @@ def test_load_interpreter_rejects_bad_input(tmp_path):
     assert "cannot load" in _one_line_error(e)
 
 
+def test_runtime_fallback_order(monkeypatch):
+    """The first importable runtime wins; a broken one (old NumPy-1 wheels fail oddly) is skipped."""
+    import types
+
+    from edgecnn.converters import tflite_runtime
+
+    broken = types.ModuleType("edgecnn_broken_rt")
+    broken.__getattr__ = lambda name: (_ for _ in ()).throw(AttributeError("_ARRAY_API not found"))
+    fallback = types.ModuleType("edgecnn_fallback_rt")
+    fallback.Interpreter = type("Interpreter", (), {})
+    monkeypatch.setitem(sys.modules, "edgecnn_broken_rt", broken)
+    monkeypatch.setitem(sys.modules, "edgecnn_fallback_rt", fallback)
+    monkeypatch.setattr(tflite_runtime, "RUNTIMES", (("edgecnn_missing_rt", "Interpreter"),
+                                                     ("edgecnn_broken_rt", "Interpreter"),
+                                                     ("edgecnn_fallback_rt", "Interpreter")))
+    assert tflite_runtime.interpreter_class() is fallback.Interpreter
+    monkeypatch.setattr(tflite_runtime, "RUNTIMES", (("edgecnn_missing_rt", "Interpreter"),))
+    with pytest.raises(EdgeCNNError) as e:
+        tflite_runtime.interpreter_class()
+    assert "pip install ai-edge-litert" in _one_line_error(e)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind,layout", [("float32_nchw", "NCHW"), ("float32_nhwc", "NHWC")])
 def test_float_predict_matches_torch(tiny, kind, layout):
