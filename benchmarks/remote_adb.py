@@ -129,7 +129,8 @@ class AdbTarget:
         return f"adb:{self.serial}" if self.serial else "adb"
 
     @property
-    def options(self) -> dict:
+    def run_options(self) -> dict:
+        """The delegate flags every point carries (part of its identity in a results file)."""
         return {"use_xnnpack": self.use_xnnpack, "use_gpu": self.use_gpu, "use_nnapi": self.use_nnapi}
 
     def adb(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
@@ -180,6 +181,10 @@ class AdbTarget:
         }
         return self._machine
 
+    def close(self) -> None:
+        """Files stay in ``/data/local/tmp/edgecnn/`` on the device (re-runs overwrite them)."""
+        self._uploaded.clear()
+
     def run_point(self, point: dict, timeout: float = 900.0) -> dict:
         """Run ``benchmark_model`` for one point on the device; returns its row."""
         local = point["path"]
@@ -189,7 +194,7 @@ class AdbTarget:
                 self.push(Path(local), remote)
                 self._uploaded[local] = remote
             args = benchmark_args(self._uploaded[local], point.get("threads"),
-                                  Protocol.from_dict(point.get("protocol", {})), **self.options)
+                                  Protocol.from_dict(point.get("protocol", {})), **self.run_options)
             proc = self.shell(f"{DEVICE_DIR}/benchmark_model", *args, timeout=timeout)
         except EdgeCNNError as exc:
             return error_row(point, str(exc))

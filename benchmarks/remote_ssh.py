@@ -118,6 +118,8 @@ class SSHTarget:
             raise EdgeCNNError(f"cannot write {remote} on {self.label}: "
                                f"{proc.stderr.decode(errors='replace').strip()[:200]}")
 
+    run_options = None  # every point runs the same way: nothing to add to its identity
+
     @property
     def runner_path(self) -> str:
         return f"{self.workdir}/{RUNNER_NAME}"

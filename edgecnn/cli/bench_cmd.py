@@ -176,39 +176,43 @@ def _remote_points(args, threads, protocol, label: str, options: dict | None) ->
              "options": options} for f in files for t in threads]
 
 
+def _target(args):
+    """The remote target of ``--target`` (None for local)."""
+    if args.target == "local":
+        return None
+    if args.target.startswith("ssh://"):
+        from edgecnn.benchmarks.remote_ssh import SSHTarget
+
+        return SSHTarget.parse(args.target, key=args.ssh_key, python=args.remote_python,
+                               remote_dir=args.remote_dir, options=args.ssh_option)
+    if args.target == "adb":
+        from edgecnn.benchmarks.remote_adb import AdbTarget
+
+        if args.benchmark_binary is None:
+            raise EdgeCNNError("--target adb needs --benchmark-binary (TFLite's benchmark_model for the phone)")
+        return AdbTarget(args.benchmark_binary, serial=args.serial, use_gpu=args.use_gpu,
+                         use_nnapi=args.use_nnapi, use_xnnpack=not args.no_xnnpack)
+    raise EdgeCNNError(f"bad --target {args.target!r}: use local, ssh://[user@]host[:port] or adb")
+
+
 def run_bench(args: argparse.Namespace) -> int:
     from edgecnn.benchmarks.measure import Protocol, machine_info
     from edgecnn.benchmarks.sweep import fastest, plot, print_rows, run_sweep, write_csv
 
     protocol = Protocol(num_runs=args.runs, min_secs=args.min_secs, warmup_runs=args.warmup_runs,
                         warmup_min_secs=args.warmup_secs, max_secs=args.max_secs)
-    cores = os.cpu_count() or 1
-    threads = args.threads or sorted({1, cores})
-    target, runner, machine = None, None, None
-    if args.target == "local":
-        points = _local_points(args, threads, protocol)
-        machine = machine_info()
-    elif args.target.startswith("ssh://"):
-        from edgecnn.benchmarks.remote_ssh import SSHTarget
-
-        target = SSHTarget.parse(args.target, key=args.ssh_key, python=args.remote_python,
-                                 remote_dir=args.remote_dir, options=args.ssh_option)
-        points = _remote_points(args, args.threads or [1], protocol, target.label, None)
-    elif args.target == "adb":
-        from edgecnn.benchmarks.remote_adb import AdbTarget
-
-        if args.benchmark_binary is None:
-            raise EdgeCNNError("--target adb needs --benchmark-binary (TFLite's benchmark_model for the phone)")
-        target = AdbTarget(args.benchmark_binary, serial=args.serial, use_gpu=args.use_gpu,
-                           use_nnapi=args.use_nnapi, use_xnnpack=not args.no_xnnpack)
-        points = _remote_points(args, args.threads or [1], protocol, target.label, target.options)
+    target = _target(args)
+    if target is None:
+        points = _local_points(args, args.threads or sorted({1, os.cpu_count() or 1}), protocol)
+        machine, runner = machine_info(), None
+        if not points:
+            raise EdgeCNNError("nothing to measure: no runtime in --runtime applies to these inputs")
     else:
-        raise EdgeCNNError(f"bad --target {args.target!r}: use local, ssh://[user@]host[:port] or adb")
-    if not points:
-        raise EdgeCNNError("nothing to measure: no runtime in --runtime applies to these inputs")
-    if target is not None:
+        _remote_points(args, [1], protocol, target.label, target.run_options)  # inputs checked first
         found = target.prepare()
         machine = found.get("machine", found)
+        threads = args.threads or sorted({1, machine.get("cores") or 1})  # the board's cores
+        points = _remote_points(args, threads, protocol, target.label, target.run_options)
 
         def runner(point):
             return target.run_point(point, timeout=args.timeout)
@@ -216,7 +220,7 @@ def run_bench(args: argparse.Namespace) -> int:
         rows = run_sweep(points, args.results, timeout=args.timeout, runner=runner,
                          progress=sys.stderr.isatty())
     finally:
-        if hasattr(target, "close"):
+        if target is not None:
             target.close()
     if args.csv:
         write_csv(rows, args.csv)
