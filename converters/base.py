@@ -75,19 +75,23 @@ def variants(precisions: Sequence[str], ios: Sequence[str]) -> list[Variant]:
 class PixelInput(nn.Module):
     """``model`` fed raw pixel values 0-255 (float), normalising inside: ``(x / 255 - mean) / std``.
 
-    ``layout="nhwc"`` also takes (N, H, W, C) input and transposes inside the graph.
+    The normalisation is a 1x1 depthwise convolution (weight ``1 / (255 std)``, bias ``-mean / std``),
+    so quantisers treat it like any conv: the graph input itself gets quantised (scale ~1 for pixels
+    0-255) and the op runs in int8. ``layout="nhwc"`` takes (N, H, W, C) and transposes inside.
     """
 
     def __init__(self, model: nn.Module, preprocess: Preprocess, layout: str) -> None:
         super().__init__()
         self.model, self.nhwc = model, layout == "nhwc"
-        shape = (1, 1, 1, -1) if self.nhwc else (1, -1, 1, 1)
-        self.register_buffer("mean", torch.tensor(preprocess.mean).mul(255.0).reshape(shape))
-        self.register_buffer("inv_std", torch.tensor(preprocess.std).mul(255.0).reciprocal().reshape(shape))
+        c = preprocess.in_chans
+        self.normalize = nn.Conv2d(c, c, kernel_size=1, groups=c, bias=True)
+        std, mean = torch.tensor(preprocess.std), torch.tensor(preprocess.mean)
+        with torch.no_grad():
+            self.normalize.weight.copy_((1.0 / (255.0 * std)).reshape(c, 1, 1, 1))
+            self.normalize.bias.copy_(-mean / std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) * self.inv_std
-        return self.model(x.permute(0, 3, 1, 2) if self.nhwc else x)
+        return self.model(self.normalize(x.permute(0, 3, 1, 2) if self.nhwc else x))
 
 
 @dataclass
@@ -100,6 +104,7 @@ class ConvertJob:
     calib_pixels: np.ndarray
     scratch: Path
     verbose: bool = False
+    calib_method: str = "histogram"  # activation ranges of full int8 (edgecnn.quantize.ptq.METHODS)
 
     @property
     def log_path(self) -> Path:

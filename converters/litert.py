@@ -3,8 +3,9 @@
 - float32: ``litert_torch.convert``; NHWC input through ``litert_torch.to_channel_last_io``.
 - float16 and dynamic-range int8: ``ai-edge-quantizer`` on the float32 file (fp16 weights by float
   casting; int8 per-channel weights with float activations).
-- full int8: PT2E post-training quantisation (per-channel symmetric weights, per-tensor
-  activations) calibrated on real images, then ``litert_torch.convert`` with that quantiser.
+- full int8: PT2E post-training quantisation (:mod:`edgecnn.quantize.ptq`: per-channel symmetric
+  weights, per-tensor activations, the chosen range method) calibrated on real images, then
+  ``litert_torch.convert`` with that quantiser.
 
 litert-torch 0.10 gives a PT2E model int8 inputs and outputs (the boundary quantise ops are folded
 into the graph's I/O). The ``_int8`` file with float I/O gets that boundary back: one QUANTIZE op
@@ -30,30 +31,21 @@ def _tflite_module(model: nn.Module, layout: str) -> nn.Module:
     return (litert_torch.to_channel_last_io(model, args=[0]) if layout == "nhwc" else model).eval()
 
 
-def _convert(module: nn.Module, sample: torch.Tensor, quant_config=None) -> bytes:
+def _convert(module: nn.Module, sample: torch.Tensor) -> bytes:
     import litert_torch
 
-    kwargs = {"quant_config": quant_config} if quant_config is not None else {}
-    return bytes(litert_torch.convert(module, (sample,), **kwargs).model_content())
+    return bytes(litert_torch.convert(module, (sample,)).model_content())
 
 
-def _pt2e_int8(module: nn.Module, calib: list[torch.Tensor]) -> bytes:
-    """Full-integer PT2E quantisation of ``module`` calibrated on ``calib`` (batch-1 tensors).
+def _pt2e_int8(module: nn.Module, calib: torch.Tensor, layout: str, method: str) -> bytes:
+    """Full-integer PT2E quantisation (:func:`edgecnn.quantize.ptq.quantize_pt2e`) and conversion.
 
-    The exported graph takes batch 1 only (PT2E calibration graphs are shape-specialised).
-    Returns the converted file, with int8 inputs and outputs.
+    ``calib`` is what ``module`` takes (N, ...); ``layout="nhwc"`` wraps a NCHW zoo model for HWC
+    input, ``"nchw"`` converts ``module`` as it is. The file has int8 inputs and outputs.
     """
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from edgecnn.quantize.ptq import quantize_pt2e, to_tflite
 
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    graph = prepare_pt2e(torch.export.export(module, (calib[0],)).module(), quantizer)
-    with torch.no_grad():
-        for x in calib:
-            graph(x)
-    graph = convert_pt2e(graph, fold_quantize=False)
-    return _convert(graph, calib[0], QuantConfig(pt2e_quantizer=quantizer))
+    return bytes(to_tflite(quantize_pt2e(module, calib, method=method, layout=layout, progress=False)))
 
 
 def _ai_edge_quantize(float_model: bytes, precision: str) -> bytes:
@@ -66,29 +58,7 @@ def _ai_edge_quantize(float_model: bytes, precision: str) -> bytes:
                                  num_bits=16, algorithm_key="float_casting")
     else:
         q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
-    return inline_buffers(bytes(q.quantize().quantized_model))
-
-
-def inline_buffers(model_bytes: bytes) -> bytes:
-    """The same model with every constant stored inside the flatbuffer.
-
-    ai-edge-quantizer stores constants after the flatbuffer (``Buffer.offset``/``size``), a valid
-    layout that flatbuffer object-API editors (such as the metadata writer) do not carry over.
-    """
-    import flatbuffers
-    import numpy as np
-    from ai_edge_litert import schema_py_generated as tfl
-
-    model = tfl.ModelT.InitFromPackedBuf(model_bytes, 0)
-    outside = [b for b in model.buffers or [] if (b.offset or 0) > 1]
-    if not outside:
-        return model_bytes
-    for b in outside:
-        b.data = np.frombuffer(model_bytes, dtype=np.uint8, count=b.size, offset=b.offset)
-        b.offset, b.size = 0, 0
-    builder = flatbuffers.Builder(len(model_bytes) + 4096)
-    builder.Finish(model.Pack(builder), b"TFL3")
-    return bytes(builder.Output())
+    return bytes(q.quantize().quantized_model)
 
 
 def float_io(int8_io_model: bytes) -> bytes:
@@ -164,16 +134,18 @@ class LiteRTConverter(Converter):
                     done[v] = Converted(v, data, s)
         int8_ios = {v.io for v in wanted if v.precision == "int8"}
         if int8_ios & {"float32", "int8"}:
+            calib = job.preprocess.normalize(job.calib_pixels)  # NCHW; quantize_pt2e wraps for NHWC
             with self.stage(job, "quantising to full int8 with PT2E"):
-                native, sec = timed(_pt2e_int8, _tflite_module(job.model, job.layout), job.inputs())
+                native, sec = timed(_pt2e_int8, job.model, calib, job.layout, job.calib_method)
             if "int8" in int8_ios:
                 done[Variant("int8", "int8")] = Converted(Variant("int8", "int8"), native, sec)
             if "float32" in int8_ios:
                 done[Variant("int8")] = Converted(Variant("int8"), float_io(native), sec)
         if "uint8" in int8_ios:  # camera bytes in: normalisation inside the graph, input scale 1
+            pixel_model = PixelInput(job.model, job.preprocess, job.layout).eval()
             with self.stage(job, "quantising the pixel-input model to full int8 with PT2E"):
-                native, sec = timed(_pt2e_int8, PixelInput(job.model, job.preprocess, job.layout).eval(),
-                                    job.inputs(pixel_input=True))
+                native, sec = timed(_pt2e_int8, pixel_model, torch.cat(job.inputs(pixel_input=True)), "nchw",
+                                    job.calib_method)
                 data = set_int_io(float_io(native), "uint8", job.scratch)
             done[Variant("int8", "uint8")] = Converted(Variant("int8", "uint8"), data, sec)
         return [done[v] for v in wanted], {}

@@ -175,14 +175,17 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
            weights: str | None = None, quantize: str | Sequence[str] = ("float32", "int8"),
            converter: str = "litert", io: str | Sequence[str] = ("float32",), layout: str = "nhwc",
            calib_data: str | Path | None = None, calib_samples: int = DEFAULT_CALIB_SAMPLES,
-           out: str | Path | None = None, verify: bool = True, c_array: bool = False,
-           measure: bool = True, verbose: bool = False, progress: bool = True) -> ExportReport:
+           calib_method: str = "histogram", out: str | Path | None = None, verify: bool = True,
+           c_array: bool = False, measure: bool = True, verbose: bool = False,
+           progress: bool = True) -> ExportReport:
     """Convert a model to ``.tflite`` files, verify them on real images and write an app-ready folder.
 
     ``model_or_name``: a zoo name (``"mobilenet"``), an edgecnn checkpoint path, or a model from
     :func:`edgecnn.create_model`. ``quantize``: any of ``float32, float16, dynamic, int8``; ``io``:
     the interfaces of the int8 file (``float32``, ``uint8`` camera bytes, ``int8``); ``layout``:
-    ``nhwc`` (apps) or ``nchw`` (PyTorch). Without ``out`` the folder is ``exports/<name>/``.
+    ``nhwc`` (apps) or ``nchw`` (PyTorch). ``calib_method``: activation ranges of the litert back
+    end's int8 (:data:`edgecnn.quantize.ptq.METHODS`; onnx2tf always uses TFLite's min/max).
+    Without ``out`` the folder is ``exports/<name>/``.
     Raises :class:`EdgeCNNError` for bad input or a failed conversion and
     :class:`VerificationError` (after writing the folder) when a file disagrees with PyTorch.
     """
@@ -194,6 +197,12 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
     converter = _parse_list(converter, CONVERTERS, "--converter")[0]
     if not isinstance(calib_samples, int) or calib_samples < 1:
         raise EdgeCNNError(f"--calib-samples must be an integer >= 1, got {calib_samples!r}")
+    if converter == "litert" and "int8" in precisions:
+        from edgecnn.quantize.ptq import MIN_CALIB_IMAGES, check_method
+
+        if calib_samples < MIN_CALIB_IMAGES[check_method(calib_method)]:
+            raise EdgeCNNError(f"--calib-method {calib_method} needs --calib-samples >= "
+                               f"{MIN_CALIB_IMAGES[calib_method]}, got {calib_samples}")
     if calib_data is not None and not Path(calib_data).expanduser().is_dir():
         raise EdgeCNNError(f"--calib-data {calib_data} does not exist or is not a directory")
     stages = _Stages(progress)
@@ -231,7 +240,7 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
             stages.warn("calibrating on SYNTHETIC images: int8 accuracy is unknown (pass --calib-data DIR)")
 
         job = ConvertJob(model=model, preprocess=preprocess, layout=layout, calib_pixels=calib.pixels,
-                         scratch=Path(scratch), verbose=verbose)
+                         scratch=Path(scratch), verbose=verbose, calib_method=calib_method)
         with stages("convert", f"{converter}: {', '.join(v.suffix for v in wanted)}"):
             converted, extra = _backend(converter).convert(job, wanted)
             paths = _write_files(tmp, name, converted, extra, config, preprocess, meta, report)
@@ -315,11 +324,13 @@ def _file_entry(out_dir: Path, path: Path, converted: Any, verification: Any, me
         "inputs": info["inputs"], "outputs": info["outputs"], "ops": info["ops"],
         "op_count": info["op_count"], "transpose": info["transpose"], "quantize": info["quantize"],
         "dequantize": info["dequantize"], "float_ops": info["float_ops"],
+        "float_op_names": info["float_op_names"], "constant_types": info["constant_types"],
         "inspected_precision": info["precision"], "metadata": info["metadata"]["present"],
         "convert_s": round(converted.seconds, 3),
         "verification": verification.to_dict() if verification is not None else None,
         "latency_ms": round(latency_ms(path), 3) if measure else None,
-        "latency_method": f"median of {LATENCY_RUNS} invokes, {LATENCY_THREADS} threads, ai-edge-litert" if measure else None,
+        "latency_method": (f"median of {LATENCY_RUNS} invokes, {LATENCY_THREADS} threads, ai-edge-litert"
+                           if measure else None),
     }
 
 

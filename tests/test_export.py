@@ -154,46 +154,63 @@ def _by_suffix(report) -> dict[str, dict]:
     return {f["suffix"]: f for f in report.files}
 
 
+def _assert_really_int8(f: dict, io: str) -> None:
+    """Integer weights only, no float conv/FC left, and the I/O type asked for."""
+    assert f["inputs"][0]["dtype"] == io and f["outputs"][0]["dtype"] == io, f["inputs"]
+    assert "FLOAT32" not in f["constant_types"] and f["constant_types"].get("INT8", 0) > 0, f["constant_types"]
+    assert not [op for op in f["float_op_names"] if op in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")]
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("convert")
-def test_litert_full_set_int8_really_int8_and_mediapipe_reads_it(tmp_path):
+def test_litert_every_precision_and_interface(tmp_path):
     out = tmp_path / "v1"
     report = edgecnn.export("mobilenet", alpha=0.25, res=128, quantize="float32,float16,dynamic,int8",
-                            io="float32,uint8,int8", calib_samples=8, out=out, progress=False)
+                            io="float32,uint8,int8", calib_samples=16, out=out, progress=False)
     files = _by_suffix(report)
     assert set(files) == {"float32", "float16", "dynamic_int8", "int8", "int8_uint8io", "int8_int8io"}
     assert files["float32"]["verification"]["max_rel_error"] <= 1e-3
+    assert files["float16"]["verification"]["passed"] and files["float16"]["constant_types"].get("FLOAT16")
     assert files["float32"]["inputs"][0]["shape"] == [1, 128, 128, 3]  # NHWC by default
     for suffix, io in (("int8", "float32"), ("int8_uint8io", "uint8"), ("int8_int8io", "int8")):
-        f = files[suffix]
-        assert f["inspected_precision"] == "int8", f  # no float compute op left
-        assert f["inputs"][0]["dtype"] == io and f["outputs"][0]["dtype"] == io
-        assert f["bytes"] < files["float32"]["bytes"] / 3
+        _assert_really_int8(files[suffix], io)
+        assert files[suffix]["inspected_precision"] == "int8"  # MobileNetV1 has no residual adds
+        assert files[suffix]["bytes"] < files["float32"]["bytes"] / 3
     uint8_in = files["int8_uint8io"]["inputs"][0]
     assert uint8_in["scale"] == pytest.approx(1.0, abs=0.02) and abs(uint8_in["zero_point"]) <= 2  # camera bytes
-    assert files["dynamic_int8"]["inspected_precision"] in ("dynamic_int8", "mixed")
+    assert files["dynamic_int8"]["constant_types"].get("INT8")
     written = leftovers(out)
-    assert "labels.txt" in written and "report.json" in written
+    assert {"labels.txt", "report.json"} <= set(written) and not [n for n in written if n.endswith(".onnx")]
     assert json.loads((out / "report.json").read_text())["files"][0]["name"] == "mobilenet_v1_0.25_128_float32.tflite"
     assert report.warnings and "random weights" in report.warnings[0]
 
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("convert")
+def test_mediapipe_classifies_like_edgecnn_with_real_weights(tmp_path, mobilenet_v2_imagenet_file):
     mp = pytest.importorskip("mediapipe")
     from mediapipe.tasks.python import BaseOptions, vision
 
     from edgecnn.converters.tflite_runtime import TFLiteModel
     from edgecnn.data.photos import sample_photos
 
-    photos = sample_photos(4)
+    out = tmp_path / "v2"
+    report = edgecnn.export("mobilenet_v2", weights=str(mobilenet_v2_imagenet_file), res=128, io="uint8",
+                            calib_samples=16, out=out, progress=False, measure=False)
+    files = _by_suffix(report)
+    assert report.trained and files["int8_uint8io"]["verification"]["passed"]
+    _assert_really_int8(files["int8_uint8io"], "uint8")
     pp = Preprocess(**report.preprocess)
+    photos = sample_photos()[:6]
+    pixels = np.stack([pp.to_uint8(p) for p in photos])
     for suffix in ("float32", "int8_uint8io"):
         path = out / files[suffix]["name"]
-        ours = TFLiteModel(path).predict_pixels(np.stack([pp.to_uint8(p) for p in photos]), pp).argmax(1)
+        ours = TFLiteModel(path).predict_pixels(pixels, pp).argmax(1)
         options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=1)
         with vision.ImageClassifier.create_from_options(options) as classifier:
-            for photo, expected in zip(photos, ours):
-                img = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(pp.to_uint8(photo)))
-                top = classifier.classify(img).classifications[0].categories[0]
-                assert top.index == expected, (suffix, top, expected)
+            for image, expected in zip(pixels, ours):
+                top = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=image)).classifications[0]
+                assert top.categories[0].index == expected, (suffix, top.categories[0], expected)
 
 
 @pytest.mark.slow
@@ -201,12 +218,13 @@ def test_litert_full_set_int8_really_int8_and_mediapipe_reads_it(tmp_path):
 def test_onnx2tf_float32_and_uint8_int8(tmp_path):
     out = tmp_path / "o"
     report = edgecnn.export("mobilenet", alpha=0.25, res=128, converter="onnx2tf", io="float32,uint8",
-                            calib_samples=8, out=out, progress=False)
+                            calib_samples=16, out=out, progress=False)
     files = _by_suffix(report)
     assert files["float32"]["verification"]["max_rel_error"] <= 1e-3
     assert files["float32"]["inputs"][0]["shape"] == [1, 128, 128, 3]
-    assert files["int8"]["inputs"][0]["dtype"] == "float32" and files["int8"]["dequantize"] >= 1
-    assert files["int8_uint8io"]["inputs"][0]["dtype"] == "uint8"
+    _assert_really_int8(files["int8"], "float32")
+    _assert_really_int8(files["int8_uint8io"], "uint8")
+    assert files["int8_uint8io"]["inputs"][0]["scale"] == pytest.approx(1.0, abs=0.02)
     assert "mobilenet_v1_0.25_128.onnx" in leftovers(out)
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from edgecnn.cli.common import add_model_args, emit_json, human_bytes, human_count, model_knobs, positive_int, print_table
+from edgecnn.cli.common import (add_model_args, emit_json, human_bytes, human_count, model_knobs, positive_int,
+                                print_table)
 
 EPILOG = """examples:
   edgecnn export mobilenet --alpha 0.5 --res 160
@@ -44,6 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "e.g. --calib-data data/train")
     p.add_argument("--calib-samples", type=positive_int, default=32, metavar="N",
                    help="number of calibration images (default 32); e.g. --calib-samples 200")
+    p.add_argument("--calib-method", choices=("histogram", "percentile", "minmax"), default="histogram",
+                   help="activation ranges for int8 on the litert back end: histogram (default, needs "
+                        ">= 16 images), percentile (>= 32), minmax (>= 8); e.g. --calib-method minmax")
     p.add_argument("--out", metavar="DIR",
                    help="output folder, replaced atomically (default exports/<name>, e.g. "
                         "exports/mobilenet_v1_0.50_160); e.g. --out app/src/main/assets/model")
@@ -68,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
         report = export(args.model, **model_knobs(args), res=args.res, num_classes=args.num_classes,
                         in_chans=args.in_chans, weights=args.weights, quantize=args.quantize,
                         converter=args.converter, io=args.io, layout=args.layout, calib_data=args.calib_data,
-                        calib_samples=args.calib_samples, out=args.out, verify=args.verify,
-                        c_array=args.c_array, measure=args.measure, verbose=args.verbose,
-                        progress=not args.json)
+                        calib_samples=args.calib_samples, calib_method=args.calib_method, out=args.out,
+                        verify=args.verify, c_array=args.c_array, measure=args.measure,
+                        verbose=args.verbose, progress=not args.json)
     except VerificationError as exc:
         if args.json and getattr(exc, "report", None) is not None:
             emit_json(exc.report.to_dict())
@@ -85,10 +89,10 @@ def run(args: argparse.Namespace) -> int:
 def _check(v: dict | None, precision: str) -> str:
     if v is None:
         return "not verified"
-    mark = "ok" if v["passed"] else "FAILED"
+    mark = ("ok" if v["passed"] else "FAILED") if v["checks"] else "not judged (random weights)"
     if precision == "float32":
-        return f"{mark}: max rel err {v['max_rel_error']:.1e}"
-    return f"{mark}: top-1 {v['top1_agreement']:.0%}, cos {v['cosine']:.4f}"
+        return f"{mark}, rel err {v['max_rel_error']:.1e}"
+    return f"{mark}, top-1 {v['top1_agreement']:.0%}, cos {v['cosine']:.3f}"
 
 
 def print_summary(report) -> None:
@@ -97,12 +101,14 @@ def print_summary(report) -> None:
     title = (f"{report.name}: {report.model} ({knobs or 'no knobs'}) at {report.res}px, "
              f"{human_count(report.params)} params, {human_count(report.macs)} MACs; weights: {report.weights}; "
              f"{report.converter} back end, {report.layout.upper()} input")
-    rows = [[f["name"], f["io"] if f["precision"] == "int8" else "float32", human_bytes(f["bytes"]),
+    rows = [[f["suffix"], f["io"] if f["precision"] == "int8" else "float32", human_bytes(f["bytes"]),
              _check(f["verification"], f["precision"]),
              "" if f["latency_ms"] is None else f"{f['latency_ms']:.2f}",
              f"{f['transpose']}/{f['dequantize']}/{f['float_ops']}"] for f in report.files]
-    print_table(title, ["file", "I/O", "size", "vs PyTorch", "ms (2 thr)", "transpose/dequant/float ops"],
-                rows, justify=["left", "left", "right", "left", "right", "right"])
+    print_table(title, ["file", "I/O", "size", "vs PyTorch", "ms", "T/DQ/F"], rows,
+                justify=["left", "left", "right", "left", "right", "right"])
+    print(f"files: {report.out_dir}/{report.name}_<file>.tflite; ms: median CPU latency, 2 threads; "
+          f"T/DQ/F: TRANSPOSE, DEQUANTIZE and float ops left in the graph")
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.stages.items())
     print(f"wrote {report.out_dir}/ ({', '.join(report.extra_files)}, report.json); {stages}")
     if report.calibration:
