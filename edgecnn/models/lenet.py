@@ -46,8 +46,9 @@ class ScaledTanh(nn.Module):
 class SparseConv2d(nn.Module):
     """A convolution where output map ``i`` reads only the input maps ``table[i]``.
 
-    Consecutive outputs with the same fan-in form one grouped convolution over the gathered input
-    maps, so only the table's connections hold weights and count MACs.
+    Consecutive outputs with the same fan-in form one grouped convolution over their input maps,
+    gathered by static channel slices (no integer index tensors, which int8 quantisers choke on),
+    so only the table's connections hold weights and count MACs.
     """
 
     def __init__(self, table: tuple[tuple[int, ...], ...], kernel_size: int) -> None:
@@ -60,13 +61,22 @@ class SparseConv2d(nn.Module):
                 runs.append([row])
         self.convs = nn.ModuleList(
             nn.Conv2d(len(run) * len(run[0]), len(run), kernel_size, groups=len(run)) for run in runs)
-        for i, run in enumerate(runs):
-            self.register_buffer(f"index{i}", torch.tensor([c for row in run for c in row]),
-                                 persistent=False)
+        self.slices = [_channel_slices([c for row in run for c in row]) for run in runs]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([conv(x.index_select(1, getattr(self, f"index{i}")))
-                          for i, conv in enumerate(self.convs)], 1)
+        return torch.cat([conv(torch.cat([x[:, a:b] for a, b in slices], 1))
+                          for conv, slices in zip(self.convs, self.slices)], 1)
+
+
+def _channel_slices(channels: list[int]) -> list[tuple[int, int]]:
+    """``[0, 1, 2, 4, 5, 0]`` -> ``[(0, 3), (4, 6), (0, 1)]``: the fewest slices, in order."""
+    slices: list[list[int]] = []
+    for c in channels:
+        if slices and slices[-1][1] == c:
+            slices[-1][1] += 1
+        else:
+            slices.append([c, c + 1])
+    return [(a, b) for a, b in slices]
 
 
 class RBFOutput(nn.Module):
@@ -80,7 +90,7 @@ class RBFOutput(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.centers
-        return 2 * x @ c.t() - (x * x).sum(1, keepdim=True) - (c * c).sum(1)
+        return 2.0 * (x @ c.t()) - (x * x).sum(1, keepdim=True) - (c * c).sum(1)
 
 
 def _subsample(chs: int, faithful: bool) -> nn.Sequential:
