@@ -38,7 +38,7 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_chs: int, planes: int, stride: int = 1, **_: object) -> None:
+    def __init__(self, in_chs: int, planes: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_chs, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -89,6 +89,7 @@ class ResNet(nn.Module):
                  stride_in_1x1: bool = False) -> None:
         super().__init__()
         block_cls = BasicBlock if block == "basic" else Bottleneck
+        extra = {} if block == "basic" else {"se_reduction": se_reduction, "stride_in_1x1": stride_in_1x1}
         self.conv1 = nn.Conv2d(in_chans, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
@@ -98,8 +99,7 @@ class ResNet(nn.Module):
             planes = 64 * 2 ** i
             blocks = []
             for j in range(n):
-                blocks.append(block_cls(in_chs, planes, 2 if i > 0 and j == 0 else 1,
-                                        se_reduction=se_reduction, stride_in_1x1=stride_in_1x1))
+                blocks.append(block_cls(in_chs, planes, 2 if i > 0 and j == 0 else 1, **extra))
                 in_chs = planes * block_cls.expansion
             self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
         self.avgpool = nn.AdaptiveAvgPool2d(1)
