@@ -22,17 +22,19 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.io import atomic_path, write_text
 
 MODEL_SUFFIXES = (".tflite", ".onnx")
-PRECISIONS = ("float32", "float16", "dynamic", "int8")
-# file-name endings of exported files (edgecnn export names each file for what it is)
-_NAME_PRECISION = (("_int8_uint8io", "int8"), ("_int8_int8io", "int8"), ("_dynamic_int8", "dynamic"),
-                   ("_int8", "int8"), ("_float16", "float16"), ("_fp16", "float16"),
-                   ("_float32", "float32"), ("_fp32", "float32"))
 
 
 def precision_from_name(path: Path) -> str | None:
-    """The precision an exported file's name states (``..._int8.tflite`` -> 'int8'), else None."""
+    """The precision an exported file's name states (``..._dynamic_int8.tflite`` -> 'dynamic').
+
+    The endings are those ``edgecnn export`` names its files with (``Variant.suffix``); None for others.
+    """
+    from edgecnn.converters.base import IO_TYPES, PRECISIONS, variants
+
+    endings = sorted(((v.suffix, v.precision) for v in variants(PRECISIONS, IO_TYPES)),
+                     key=lambda e: -len(e[0]))
     stem = path.stem.lower()
-    return next((p for suffix, p in _NAME_PRECISION if stem.endswith(suffix)), None)
+    return next((p for suffix, p in endings if stem.endswith("_" + suffix)), None)
 
 
 def _base_point(runtime: str, threads: int | None, protocol: Protocol, **fields) -> dict:
@@ -337,7 +339,7 @@ def plot(rows: list[dict], path: Path, title: str = "latency vs MACs") -> Path:
     return Path(path)
 
 
-def describe_paths(paths: Iterable[str | os.PathLike]) -> list[Path]:
+def model_files(paths: Iterable[str | os.PathLike]) -> list[Path]:
     """Expand the user's positional paths: files as they are, folders to their model files."""
     out: list[Path] = []
     for p in map(Path, paths):

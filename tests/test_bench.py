@@ -309,3 +309,11 @@ def test_complete_export_folders_are_reused_not_exported_again(tmp_path, monkeyp
                                           "quantize": ["float32", "int8"],
                                           "out": tmp_path / "mobilenet_v2_0.35_32", "verify": False,
                                           "measure": False, "alpha": 0.35})]
+
+
+def test_precision_from_export_file_names():
+    from edgecnn.benchmarks.sweep import precision_from_name
+
+    names = {"m_float32.tflite": "float32", "m_float16.tflite": "float16", "m_int8.tflite": "int8",
+             "m_dynamic_int8.tflite": "dynamic", "m_int8_uint8io.tflite": "int8", "model.tflite": None}
+    assert {n: precision_from_name(Path(n)) for n in names} == names

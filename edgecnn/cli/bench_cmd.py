@@ -49,7 +49,7 @@ def _choices(allowed) -> "callable":
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from edgecnn.benchmarks.runtimes import RUNTIMES
-    from edgecnn.benchmarks.sweep import PRECISIONS
+    from edgecnn.converters.base import PRECISIONS
 
     p = sub.add_parser(
         "bench", help="latency, memory and size across runtimes and threads (local, ssh, adb)",
@@ -81,7 +81,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"runtimes (default all that apply to the inputs: {', '.join(RUNTIMES)}; "
                         "GPU ones are listed as skipped without CUDA); e.g. --runtime litert,onnxruntime")
     g.add_argument("--threads", type=_list(positive_int, "--threads"), metavar="N[,N...]",
-                   help="CPU thread counts (default 1 and all cores); e.g. --threads 1,2,4")
+                   help="CPU thread counts (default 1 and all cores of the target); e.g. --threads 1,2,4")
     g.add_argument("--runs", type=positive_int, default=50, metavar="N",
                    help="minimum measured runs (default 50); e.g. --runs 200")
     g.add_argument("--min-secs", type=positive_float, default=1.0, metavar="S",
@@ -164,9 +164,9 @@ def _local_points(args, threads, protocol) -> list[dict]:
 
 
 def _remote_points(args, threads, protocol, label: str, options: dict | None) -> list[dict]:
-    from edgecnn.benchmarks.sweep import describe_paths, precision_from_name
+    from edgecnn.benchmarks.sweep import model_files, precision_from_name
 
-    files = describe_paths(args.inputs)
+    files = model_files(args.inputs)
     for f in files:
         if not f.is_file() or f.suffix.lower() != ".tflite":
             raise EdgeCNNError(f"{f}: remote targets run .tflite files only (give a file or an export folder)")
