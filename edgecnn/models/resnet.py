@@ -116,7 +116,7 @@ class ResNet(nn.Module):
 
 for _name, (_block, _layers, _se, _s1x1) in CONFIGS.items():
     register(ModelSpec(
-        name=_name, family="se_resnet" if _se else "resnet", builder=ResNet, default_res=224,
+        name=_name, family="resnet", builder=ResNet, default_res=224,
         # Padded everywhere, so any size runs; below the total stride of 32 the last stage sees
         # little but padding, hence 32 as for the other stride-32 families.
         min_res=32,
