@@ -234,3 +234,39 @@ def test_full_disk_never_corrupts_best(fmnist_small, tmp_path, cli, monkeypatch)
     assert not list(out.glob(".*.part"))
     monkeypatch.undo()
     assert load_checkpoint(out / BEST)[1].extra["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_eval_takes_a_tflite_file(fmnist_small, tmp_path, cli):
+    litert_torch = pytest.importorskip("litert_torch")
+    out = tmp_path / "run"
+    train(_config(fmnist_small, out, epochs=1, val_split=0.2), progress=False)
+    model, meta = load_checkpoint(out / LAST)
+    tflite = tmp_path / "model.tflite"
+    litert_torch.convert(model.eval(), (torch.zeros(1, 1, 32, 32),)).export(str(tflite))
+    _one_line_error(cli("eval", tflite, "--data", fmnist_small), "no normalisation metadata")
+    norm = ["--mean", str(meta.preprocess.mean[0]), "--std", str(meta.preprocess.std[0])]
+    r = cli("eval", tflite, "--data", fmnist_small, *norm, "--workers", "0", "--json")
+    c = cli("eval", out / LAST, "--workers", "0", "--json")
+    assert r.code == 0 and c.code == 0, (r, c)
+    got, want = json.loads(r.out), json.loads(c.out)
+    assert got["kind"] == "tflite" and got["images"] == want["images"] == 300
+    assert abs(got["top1"] - want["top1"]) <= 1 / 300  # float32 file: at most one image flips
+
+
+@pytest.mark.slow
+def test_fine_tune_from_pretrained_file_with_frozen_backbone(tmp_path, cli, mobilenet_v2_imagenet_file):
+    data = _image_folder(tmp_path / "photos", {"dark": 24, "light": 24}, size=40)
+    out = tmp_path / "run"
+    r = cli("train", "mobilenet_v2", "--data", data, "--pretrained", mobilenet_v2_imagenet_file, "--res", "32",
+            "--epochs", "1", "--freeze-epochs", "1", "--batch-size", "16", "--val-split", "0.25",
+            "--workers", "0", "--out", out, "--json")
+    assert r.code == 0, r
+    model, meta = load_checkpoint(out / LAST)
+    released = torch.load(mobilenet_v2_imagenet_file, weights_only=True)
+    tuned = model.state_dict()
+    assert torch.equal(tuned["features.0.0.weight"], released["features.0.0.weight"])  # frozen backbone
+    assert torch.equal(tuned["features.5.conv.1.1.running_var"], released["features.5.conv.1.1.running_var"])
+    assert tuned["classifier.1.weight"].shape == (2, 1280)  # a new head for the 2 classes
+    assert meta.preprocess.mean == pytest.approx((0.485, 0.456, 0.406))  # the weights' normalisation
+    _one_line_error(cli("train", "mobilenet_v2", "--data", data, "--freeze-epochs", "1"), "needs --pretrained")

@@ -49,6 +49,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "clipping and weight EMA; AMP and channels_last on GPUs; seeded and resumable.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p, weights=False)
+    for action in p._actions:  # the shared model flags, as train reads them
+        if action.dest in ("num_classes", "in_chans"):
+            action.help = argparse.SUPPRESS  # classes and channels follow the data
+        elif action.dest == "res":
+            action.help = ("square input resolution in pixels (default: small fixed-size images at their own "
+                           "size raised to the model's minimum, 32 for Fashion-MNIST; photos at the model's "
+                           "default, e.g. 224); e.g. --res 160")
     d = p.add_argument_group("data")
     d.add_argument("--data", metavar="DATA",
                    help="fashion-mnist, cifar-10, or a folder (see below); e.g. --data ./my_photos "
