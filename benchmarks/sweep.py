@@ -137,7 +137,7 @@ def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = 
             "label": canonical_name(model.edgecnn_config, res)}, macs
 
 
-def variants(name: str, alphas: list[float] | None, resolutions: list[int] | None) -> list[tuple[dict, int | None]]:
+def knob_grid(alphas: list[float] | None, resolutions: list[int] | None) -> list[tuple[dict, int | None]]:
     """(knobs, res) for every alpha x res the user asked for (None: the model's default)."""
     return [({"alpha": a} if a is not None else {}, r)
             for a, r in product(alphas or [None], resolutions or [None])]

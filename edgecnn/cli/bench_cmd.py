@@ -132,8 +132,8 @@ def _is_path(text: str) -> bool:
 
 
 def _local_points(args, threads, protocol) -> list[dict]:
-    from edgecnn.benchmarks.sweep import (MODEL_SUFFIXES, ensure_export, points_for_files,
-                                          read_export_dir, variants, zoo_spec)
+    from edgecnn.benchmarks.sweep import (MODEL_SUFFIXES, ensure_export, knob_grid, points_for_files,
+                                          read_export_dir, zoo_spec)
 
     points: list[dict] = []
     for item in args.inputs:
@@ -149,7 +149,7 @@ def _local_points(args, threads, protocol) -> list[dict]:
             info = read_export_dir(path.parent)[2] if (path.parent / "report.json").is_file() else {}
             points += points_for_files([path], threads, protocol, args.runtime, None, info)
         else:
-            for knobs, res in variants(item, args.alpha, args.res):
+            for knobs, res in knob_grid(args.alpha, args.res):
                 spec, macs = zoo_spec(item, res, knobs, args.num_classes, args.in_chans)
                 files: list[Path] = []
                 info = {"macs": macs}
