@@ -29,6 +29,8 @@ RES = 224
 PHOTOS = ("chelsea.png", "coffee.png", "rocket.jpg")
 # What torchvision's MobileNetV2 weights see in them (../shared/NOTES.md): Egyptian cat, espresso, space shuttle
 EXPECTED_FLOAT_TOP1 = {"chelsea.png": 285, "coffee.png": 967, "rocket.jpg": 812}
+# one xdist worker builds the module's converted models once (tests/run.sh uses --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("mv2_mediapipe")
 
 
 def _meta(model_bytes: bytes, **overrides) -> bytes:
@@ -65,7 +67,7 @@ def mv2(mobilenet_v2_imagenet_file, tmp_path_factory, photos):
     sample = torch.as_tensor(calib[:1], dtype=torch.float32)
     files = {"float32": bytes(litert_torch.convert(pixel_model, (sample,)).model_content())}
     job = ConvertJob(model=model, preprocess=pre, layout="nhwc", calib_pixels=calib,
-                     scratch=tmp_path_factory.mktemp("convert"))
+                     scratch=tmp_path_factory.mktemp("convert"), calib_method="minmax")  # 8 images suffice
     (converted,), _ = LiteRTConverter().convert(job, [Variant("int8", "uint8")])
     files["int8_uint8io"] = converted.data
     return model, pre, files

@@ -23,6 +23,8 @@ from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError
 
 RES = 32
+# one xdist worker builds the module's converted models once (tests/run.sh uses --dist loadgroup)
+pytestmark = pytest.mark.xdist_group("tflite_tiny")
 NUM_CLASSES = 5
 
 
