@@ -121,11 +121,13 @@ def loop_overhead(model: str, alpha: float | None, work: Path, workers: int, rep
 
     data = str(subset_folder(work / "subset", 40 * COMMON["batch_size"], 256))
     plain, ours = [], []
-    for i in range(repeats):
-        cfg = config(model, data, work / f"loop-{model}", 1, workers, alpha)
-        plain.append(plain_loop_images_per_s(cfg, data))
-        result = train(cfg, overwrite=True, progress=True)
-        ours.append(result.history[0]["train_images_per_s"])
+    cfg = config(model, data, work / f"loop-{model}", 1, workers, alpha)
+    for i in range(repeats):  # alternate which loop goes first
+        for which in ("plain", "edgecnn") if i % 2 == 0 else ("edgecnn", "plain"):
+            if which == "plain":
+                plain.append(plain_loop_images_per_s(cfg, data))
+            else:
+                ours.append(train(cfg, overwrite=True, progress=True).history[0]["train_images_per_s"])
     p, o = statistics.median(plain), statistics.median(ours)
     return {"batches": 40, "batch_size": COMMON["batch_size"], "repeats": repeats,
             "plain_images_per_s": plain, "edgecnn_images_per_s": ours, "plain_median": p, "edgecnn_median": o,

@@ -334,20 +334,22 @@ def load_image_folder(folder: Path, val_split: float, seed: int, max_unreadable:
         empty = [c for c, n in zip(classes, counts) if n == 0]
         if empty:
             raise EdgeCNNError(f"class {empty[0]!r} has 0 images in {folder / 'val'}")
-    sizes = {Image.open(splits["train"].paths[i]).size for i in range(min(len(splits["train"]), 64))}
-    native = next(iter(sizes))[0] if len(sizes) == 1 and len(set(next(iter(sizes)))) == 1 else None
-    in_chans = _folder_channels(splits["train"].paths[: 64])
+    in_chans, native = _folder_format(splits["train"].paths[:64])
     return LabelledData(source=str(folder), classes=classes, in_chans=in_chans, splits=splits,
                         native_res=native, unreadable=bad)
 
 
-def _folder_channels(paths: list[Path]) -> int:
-    """1 when every sampled image is grayscale, else 3."""
+def _folder_format(paths: list[Path]) -> tuple[int, int | None]:
+    """From a sample of images: ``in_chans`` (1 when all are grayscale, else 3) and the common square
+    size in pixels when they all share one (``None`` for photos of mixed sizes)."""
+    modes, sizes = set(), set()
     for path in paths:
         with Image.open(path) as im:
-            if im.mode not in ("L", "1", "I", "I;16", "F", "LA"):
-                return 3
-    return 1
+            modes.add(im.mode)
+            sizes.add(im.size)
+    gray = modes <= {"L", "1", "I", "I;16", "F", "LA"}
+    w, h = next(iter(sizes)) if len(sizes) == 1 else (0, 1)
+    return (1 if gray else 3), (w if w == h else None)
 
 
 # ---------------------------------------------------------------- one entry point
