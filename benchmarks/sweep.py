@@ -48,28 +48,40 @@ def _expand(runtime: str, threads: Iterable[int], protocol: Protocol, **fields) 
     return [_base_point(runtime, t, protocol, **fields) for t in threads]
 
 
+def file_fields(path: Path, info: dict | None = None) -> dict:
+    """The descriptive fields of a point for one model file: label, precision, bytes, res, MACs.
+
+    ``info`` comes from the export's ``report.json`` (see :func:`read_export_dir`); without it, the
+    report beside the file is read when there is one, else the file name says what it can.
+    """
+    if info is None:
+        info = read_export_dir(path.parent)[2] if (path.parent / "report.json").is_file() else {}
+    meta = info.get("files", {}).get(path.name, {})
+    return {"model": info.get("model") or path.stem, "path": str(path),
+            "precision": meta.get("precision") or precision_from_name(path),
+            "file_bytes": path.stat().st_size, "res": info.get("res"), "macs": info.get("macs"),
+            "accuracy": meta.get("accuracy")}
+
+
 def points_for_files(files: list[Path], threads: list[int], protocol: Protocol,
                      runtimes: list[str] | None = None, spec: dict | None = None,
                      info: dict | None = None) -> list[dict]:
     """Points for ``.tflite``/``.onnx`` files of one model, plus PyTorch points when ``spec`` is known.
 
     ``info`` holds the descriptive fields of that model (``model``, ``res``, ``macs``, per-file
-    ``precision``/``accuracy`` under ``files``) read from an export's ``report.json``.
+    ``precision``/``accuracy`` under ``files``) read from an export's ``report.json``; None: each
+    file's own folder is looked at (:func:`file_fields`).
     """
-    info = info or {}
     wanted = set(runtimes or RUNTIMES)
     points: list[dict] = []
     for path in files:
-        meta = info.get("files", {}).get(path.name, {})
-        fields = {"model": info.get("model") or path.stem, "path": str(path),
-                  "precision": meta.get("precision") or precision_from_name(path),
-                  "file_bytes": path.stat().st_size, "res": info.get("res"),
-                  "macs": info.get("macs"), "accuracy": meta.get("accuracy")}
+        fields = file_fields(path, info)
         for name, rt in RUNTIMES.items():
             if rt.suffix == path.suffix.lower() and name in wanted:
                 points += _expand(name, threads, protocol, **fields)
     if spec is not None:
         have_onnx = any(p.suffix.lower() == ".onnx" for p in files)
+        info = info or {}
         fields = {"model": info.get("model") or spec["label"], "spec": spec, "res": spec["res"],
                   "macs": info.get("macs")}
         for name, rt in RUNTIMES.items():

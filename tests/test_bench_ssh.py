@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ pytestmark = [
                        reason="OpenSSH server/client not installed (apt-get install openssh-server)"),
     pytest.mark.xdist_group("sshd"),
 ]
-VENV_PYTHON = str(Path(os.sys.executable))
+VENV_PYTHON = sys.executable
 QUICK = ["--runs", "5", "--min-secs", "0.01", "--warmup-runs", "1", "--warmup-secs", "0.01"]
 WEIRD = "dir with space $HOME; 'q\" `x`"
 

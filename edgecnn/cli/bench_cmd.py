@@ -146,8 +146,7 @@ def _local_points(args, threads, protocol) -> list[dict]:
                 raise EdgeCNNError(f"{item}: no such file")
             if path.suffix.lower() not in MODEL_SUFFIXES:
                 raise EdgeCNNError(f"{item}: not a .tflite or .onnx file")
-            info = read_export_dir(path.parent)[2] if (path.parent / "report.json").is_file() else {}
-            points += points_for_files([path], threads, protocol, args.runtime, None, info)
+            points += points_for_files([path], threads, protocol, args.runtime)
         else:
             for knobs, res in knob_grid(args.alpha, args.res):
                 spec, macs = zoo_spec(item, res, knobs, args.num_classes, args.in_chans)
@@ -164,16 +163,15 @@ def _local_points(args, threads, protocol) -> list[dict]:
 
 
 def _remote_points(args, threads, protocol, label: str, options: dict | None) -> list[dict]:
-    from edgecnn.benchmarks.sweep import model_files, precision_from_name
+    from edgecnn.benchmarks.sweep import file_fields, model_files
 
     files = model_files(args.inputs)
     for f in files:
         if not f.is_file() or f.suffix.lower() != ".tflite":
             raise EdgeCNNError(f"{f}: remote targets run .tflite files only (give a file or an export folder)")
     return [{"runtime": "litert" if label.startswith("ssh") else "benchmark_model", "target": label,
-             "path": str(f), "model": f.stem, "precision": precision_from_name(f),
-             "file_bytes": f.stat().st_size, "threads": t, "protocol": protocol.to_dict(),
-             "options": options} for f in files for t in threads]
+             **file_fields(f), "threads": t, "protocol": protocol.to_dict(), "options": options}
+            for f in files for t in threads]
 
 
 def _target(args):
