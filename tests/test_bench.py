@@ -317,3 +317,40 @@ def test_precision_from_export_file_names():
     names = {"m_float32.tflite": "float32", "m_float16.tflite": "float16", "m_int8.tflite": "int8",
              "m_dynamic_int8.tflite": "dynamic", "m_int8_uint8io.tflite": "int8", "model.tflite": None}
     assert {n: precision_from_name(Path(n)) for n in names} == names
+
+
+class _Interpreter:
+    """Just enough of the TFLite Interpreter API to check how inputs are fed."""
+
+    def __init__(self, signature, dtype=np.uint8):
+        self.signature, self.dtype, self.calls = signature, dtype, []
+
+    def get_input_details(self):
+        shape = [1 if s == -1 else s for s in self.signature]
+        return [{"name": "image", "index": 0, "shape": np.array(shape), "dtype": self.dtype,
+                 "shape_signature": np.array(self.signature)}]
+
+    def resize_tensor_input(self, index, shape):
+        self.calls.append(("resize", index, list(shape)))
+
+    def allocate_tensors(self):
+        self.calls.append(("allocate",))
+
+    def set_tensor(self, index, value):
+        self.calls.append(("set", index, value.shape, value.dtype))
+
+    def invoke(self):
+        self.calls.append(("invoke",))
+
+
+def test_tflite_inputs_dynamic_batch_is_fixed_to_one_other_dynamic_dims_refused():
+    interp = _Interpreter([-1, 224, 224, 3])
+    run = measure.interpreter_runner(interp)
+    assert interp.calls == [("resize", 0, [1, 224, 224, 3]), ("allocate",),
+                            ("set", 0, (1, 224, 224, 3), np.dtype(np.uint8))]
+    run()
+    assert interp.calls[-1] == ("invoke",)
+    with pytest.raises(ValueError, match="input 'image' has dynamic dimensions \\[1, -1, -1, 3\\]"):
+        measure.interpreter_runner(_Interpreter([1, -1, -1, 3]))
+    with pytest.raises(ValueError, match="input 'image' cannot be fed"):
+        measure.interpreter_runner(_Interpreter([1, 4], dtype=np.dtype("U8")))
