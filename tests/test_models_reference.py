@@ -14,7 +14,12 @@ import torch
 
 import edgecnn
 from edgecnn.errors import EdgeCNNError
+from edgecnn.models.alexnet import AlexNet
+from edgecnn.models.convnext import ConvNeXt
+from edgecnn.models.densenet import DenseNet
+from edgecnn.models.layers import DropPath
 from edgecnn.models.lenet import C3_TABLE, SparseConv2d
+from edgecnn.models.vgg import VGG
 
 TV = "torchvision docs, models table (acc/params/GFLOPS)"
 G = 1e9
@@ -187,29 +192,31 @@ def test_inception_v3_aux_head_needs_299px_in_training():
     assert model.eval()(torch.zeros(1, 3, 75, 75, device="meta")).shape == (1, 5)
 
 
-def test_convnext_stochastic_depth_rises_linearly_to_drop_path_rate():
+def test_convnext_stochastic_depth_rises_linearly_to_the_papers_rate():
     with torch.device("meta"):
-        model = edgecnn.create_model("convnext_tiny", drop_path_rate=0.2)
-    rates = [m.p for m in model.modules() if type(m).__name__ == "DropPath"]
-    assert len(rates) == 18 and rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
+        model = edgecnn.create_model("convnext_small")
+    rates = [m.p for m in model.modules() if isinstance(m, DropPath)]
+    assert len(rates) == 36 and rates[0] == 0.0 and rates[-1] == pytest.approx(0.4)
     assert rates == sorted(rates)
 
 
-@pytest.mark.parametrize("name, knobs, message", [
-    ("vgg16", {"dropout": 1.0}, "dropout must be a probability in [0, 1), got 1.0"),
-    ("alexnet", {"dropout": -0.1}, "dropout must be a probability in [0, 1)"),
-    ("googlenet", {"aux_logits": "yes"}, "aux_logits must be True or False, got 'yes'"),
-    ("inception_v3", {"aux_logits": 1}, "aux_logits must be True or False"),
-    ("densenet121", {"drop_rate": 2}, "drop_rate must be a probability in [0, 1)"),
-    ("convnext_tiny", {"drop_path_rate": 1.5}, "drop_path_rate must be a probability in [0, 1)"),
-    ("convnext_tiny", {"layer_scale": 0}, "layer_scale must be > 0"),
-    ("resnet50", {"alpha": 0.5}, "resnet50 has no knob alpha (its knobs: none)"),
-    ("lenet5", {"dropout": 0.5}, "lenet5 has no knob dropout"),
+@pytest.mark.parametrize("build, message", [
+    (lambda: VGG(dropout=1.0), "dropout must be a probability in [0, 1), got 1.0"),
+    (lambda: AlexNet(dropout=-0.1), "dropout must be a probability in [0, 1)"),
+    (lambda: DenseNet(drop_rate=2), "drop_rate must be a probability in [0, 1)"),
+    (lambda: ConvNeXt(drop_path_rate=1.5), "drop_path_rate must be a probability in [0, 1)"),
+    (lambda: ConvNeXt(layer_scale=0), "layer_scale must be > 0"),
+    (lambda: edgecnn.create_model("googlenet", aux_logits="yes"),
+     "aux_logits must be True or False, got 'yes'"),
+    (lambda: edgecnn.create_model("inception_v3", aux_logits=1), "aux_logits must be True or False"),
+    (lambda: edgecnn.create_model("resnet50", alpha=0.5), "resnet50 has no knob alpha (its knobs: none)"),
+    (lambda: edgecnn.create_model("vgg16", dropout=0.1), "vgg16 has no knob dropout (its knobs: none)"),
+    (lambda: edgecnn.create_model("googlenet", phi=1.0), "googlenet has no knob phi (its knobs: aux_logits)"),
 ])
-def test_bad_knobs_raise_one_line(name, knobs, message):
+def test_bad_knobs_raise_one_line(build, message):
     with pytest.raises(EdgeCNNError) as info:
         with torch.device("meta"):
-            edgecnn.create_model(name, **knobs)
+            build()
     assert message in str(info.value) and "\n" not in str(info.value)
 
 

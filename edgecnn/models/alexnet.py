@@ -52,9 +52,9 @@ class AlexNet(PooledClassifier):
 
 register(ModelSpec(
     name="alexnet", family="alexnet", builder=AlexNet, default_res=224, min_res=63,
-    knobs={"convs": CONFIGS["alexnet"], "ceil_pools": False}, tunable={"dropout": 0.5},
+    knobs={"convs": CONFIGS["alexnet"], "ceil_pools": False},
     paper="Krizhevsky et al. 2012, NeurIPS; torchvision layout from Krizhevsky 2014, arXiv:1404.5997"))
 register(ModelSpec(
     name="zfnet", family="alexnet", builder=AlexNet, default_res=224, min_res=47,
-    knobs={"convs": CONFIGS["zfnet"], "ceil_pools": True}, tunable={"dropout": 0.5},
+    knobs={"convs": CONFIGS["zfnet"], "ceil_pools": True},
     paper="Zeiler & Fergus 2014, ECCV, arXiv:1311.2901"))

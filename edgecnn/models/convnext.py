@@ -3,8 +3,9 @@ transformers - patchify stem, 7x7 depthwise convolutions, inverted bottleneck ML
 LayerNorm, layer scale and stochastic depth.
 
 Module layout and state_dict keys are torchvision's ``convnext_*``. ``drop_path_rate`` is the
-stochastic-depth probability of the last block (linearly increasing from 0 over the blocks; the
-paper trains T/S/B with 0.1/0.4/0.5); ``layer_scale`` initialises the per-channel residual scale.
+stochastic-depth probability of the last block (rising linearly from 0 over the blocks), fixed per
+variant at the paper's training values, 0.1/0.4/0.5 for T/S/B; ``layer_scale`` initialises the
+per-channel residual scale.
 """
 
 from __future__ import annotations
@@ -98,6 +99,5 @@ for _name, (_dims, _depths, _dpr) in CONFIGS.items():
     register(ModelSpec(
         name=_name, family="convnext", builder=ConvNeXt, default_res=224,
         # Unpadded 4x4/4 stem and three 2x2/2 downsamplers: 32 px is the smallest input.
-        min_res=32, knobs={"dims": _dims, "depths": _depths},
-        tunable={"drop_path_rate": _dpr, "layer_scale": 1e-6},
+        min_res=32, knobs={"dims": _dims, "depths": _depths, "drop_path_rate": _dpr},
         paper="Liu et al. 2022, arXiv:2201.03545"))

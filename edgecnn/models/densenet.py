@@ -100,4 +100,4 @@ for _name, (_growth, _blocks, _init) in CONFIGS.items():
         # that leaves them a 2x2 map (29 -> 15 -> 8 -> 4 -> 2 -> 1).
         min_res=29,
         knobs={"growth_rate": _growth, "block_config": _blocks, "num_init_features": _init},
-        tunable={"drop_rate": 0.0}, paper="Huang et al. 2017, arXiv:1608.06993"))
+        paper="Huang et al. 2017, arXiv:1608.06993"))

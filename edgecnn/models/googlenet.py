@@ -131,6 +131,6 @@ class GoogLeNet(nn.Module):
 
 register(ModelSpec(
     name="googlenet", family="googlenet", builder=GoogLeNet, default_res=224, min_res=15,
-    tunable={"aux_logits": False, "dropout": 0.2, "aux_dropout": 0.7},
+    tunable={"aux_logits": False},
     aliases=("inception_v1", "inceptionv1"), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
     paper="Szegedy et al. 2015, arXiv:1409.4842"))

@@ -218,6 +218,6 @@ class InceptionV3(nn.Module):
 
 register(ModelSpec(
     name="inception_v3", family="inception_v3", builder=InceptionV3, default_res=299, min_res=75,
-    tunable={"aux_logits": False, "dropout": 0.5}, aliases=("inceptionv3",),
+    tunable={"aux_logits": False}, aliases=("inceptionv3",),
     mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
     paper="Szegedy et al. 2016, arXiv:1512.00567"))

@@ -56,5 +56,5 @@ for _name, _cfg in CONFIGS.items():
         register(ModelSpec(
             name=_name + "_bn" * _bn, family="vgg", builder=VGG, default_res=224,
             # Five 2x2 max pools without padding: 32 px is the smallest input that survives them.
-            min_res=32, knobs={"cfg": _cfg, "batch_norm": _bn}, tunable={"dropout": 0.5},
+            min_res=32, knobs={"cfg": _cfg, "batch_norm": _bn},
             paper="Simonyan & Zisserman 2015, arXiv:1409.1556"))
