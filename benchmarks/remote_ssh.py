@@ -184,3 +184,20 @@ class SSHTarget:
             self.run(f"rm -rf -- {shlex.quote(self._dir)}")
         self._dir, self._made_dir = None, False
         self._uploaded.clear()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edgecnn.benchmarks.remote_ssh OUT.pyz``: write the board runner for manual use."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m edgecnn.benchmarks.remote_ssh",
+                                     description="Write edgecnn's single-file board runner; copy it to "
+                                                 "a board and run: python3 edgecnn_runner.pyz --probe")
+    parser.add_argument("out", type=Path, nargs="?", default=Path(RUNNER_NAME),
+                        help=f"where to write it (default ./{RUNNER_NAME})")
+    print(build_runner(parser.parse_args(argv).out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
