@@ -73,16 +73,17 @@ def variants(precisions: Sequence[str], ios: Sequence[str]) -> list[Variant]:
 
 
 class PixelInput(nn.Module):
-    """``model`` fed raw pixel values 0-255 (float), normalising inside: ``(x / 255 - mean) / std``.
+    """``model`` fed raw pixel values 0-255 (float, NCHW), normalising inside: ``(x / 255 - mean) / std``.
 
     The normalisation is a 1x1 depthwise convolution (weight ``1 / (255 std)``, bias ``-mean / std``),
     so quantisers treat it like any conv: the graph input itself gets quantised (scale ~1 for pixels
-    0-255) and the op runs in int8. ``layout="nhwc"`` takes (N, H, W, C) and transposes inside.
+    0-255) and the op runs in int8. Apps (and MediaPipe, which refuses per-channel normalisation
+    of float inputs) then feed pixels as they are.
     """
 
-    def __init__(self, model: nn.Module, preprocess: Preprocess, layout: str) -> None:
+    def __init__(self, model: nn.Module, preprocess: Preprocess) -> None:
         super().__init__()
-        self.model, self.nhwc = model, layout == "nhwc"
+        self.model = model
         c = preprocess.in_chans
         self.normalize = nn.Conv2d(c, c, kernel_size=1, groups=c, bias=True)
         std, mean = torch.tensor(preprocess.std), torch.tensor(preprocess.mean)
@@ -91,12 +92,16 @@ class PixelInput(nn.Module):
             self.normalize.bias.copy_(-mean / std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalize(x.permute(0, 3, 1, 2) if self.nhwc else x))
+        return self.model(self.normalize(x))
 
 
 @dataclass
 class ConvertJob:
-    """Everything a back end needs. ``calib_pixels``: (N, H, W, C) uint8 real images."""
+    """Everything a back end needs. ``calib_pixels``: (N, H, W, C) uint8 real images.
+
+    ``pixel_input`` (default): the files take pixel values 0-255 and normalise inside
+    (:class:`PixelInput`); otherwise they take PyTorch's normalised tensor.
+    """
 
     model: nn.Module
     preprocess: Preprocess
@@ -105,23 +110,25 @@ class ConvertJob:
     scratch: Path
     verbose: bool = False
     calib_method: str = "histogram"  # activation ranges of full int8 (edgecnn.quantize.ptq.METHODS)
+    pixel_input: bool = True
 
     @property
     def log_path(self) -> Path:
         return self.scratch / "converter.log"
 
-    def inputs(self, pixel_input: bool = False) -> list[torch.Tensor]:
-        """Calibration batches of one image, as the converted graph takes them.
+    def graph(self) -> nn.Module:
+        """The NCHW module to convert: the model, with its normalisation inside for pixel input."""
+        return (PixelInput(self.model, self.preprocess) if self.pixel_input else self.model).eval()
 
-        Normalised float (or raw 0-255 floats with ``pixel_input``), in ``layout``.
-        """
-        if pixel_input:
-            x = torch.as_tensor(self.calib_pixels, dtype=torch.float32)
-            x = x if self.layout == "nhwc" else x.permute(0, 3, 1, 2)
-        else:
-            x = self.preprocess.normalize(self.calib_pixels)
-            x = x.permute(0, 2, 3, 1) if self.layout == "nhwc" else x
-        return [t.unsqueeze(0).contiguous() for t in x]
+    def inputs(self) -> torch.Tensor:
+        """The calibration images as :meth:`graph` takes them: (N, C, H, W) float32."""
+        if self.pixel_input:
+            return torch.as_tensor(self.calib_pixels, dtype=torch.float32).permute(0, 3, 1, 2).contiguous()
+        return self.preprocess.normalize(self.calib_pixels)
+
+    def in_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """An NCHW batch in the files' input layout."""
+        return x.permute(0, 2, 3, 1).contiguous() if self.layout == "nhwc" else x
 
 
 @dataclass
@@ -179,22 +186,25 @@ def set_int_io(float_io_model: bytes, io: str, scratch: Path) -> bytes:
 
 @contextlib.contextmanager
 def captured_output(log_path: Path, verbose: bool) -> Iterator[None]:
-    """Send file descriptors 1 and 2 (Python and native code) to ``log_path``.
+    """Send stdout and stderr, of Python and of native code (file descriptors 1 and 2), to ``log_path``.
 
     With ``verbose`` the logs go to stderr instead, so stdout stays one JSON object under ``--json``.
     """
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with open(log_path, "ab") as log:
+    with open(log_path, "a", encoding="utf-8", errors="replace") as log:
         target = saved[1] if verbose else log.fileno()
         os.dup2(target, 1)
         os.dup2(target, 2)
+        py_target = sys.stderr if verbose else log
         try:
-            yield
+            with contextlib.redirect_stdout(py_target), contextlib.redirect_stderr(py_target):
+                yield
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            log.flush()
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             os.close(saved[0])

@@ -21,8 +21,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from edgecnn.converters.base import (ConvertJob, Converted, Converter, PixelInput, Variant, set_int_io,
-                                     timed)
+from edgecnn.converters.base import ConvertJob, Converted, Converter, Variant, set_int_io, timed
 
 
 def _tflite_module(model: nn.Module, layout: str) -> nn.Module:
@@ -40,8 +39,8 @@ def _convert(module: nn.Module, sample: torch.Tensor) -> bytes:
 def _pt2e_int8(module: nn.Module, calib: torch.Tensor, layout: str, method: str) -> bytes:
     """Full-integer PT2E quantisation (:func:`edgecnn.quantize.ptq.quantize_pt2e`) and conversion.
 
-    ``calib`` is what ``module`` takes (N, ...); ``layout="nhwc"`` wraps a NCHW zoo model for HWC
-    input, ``"nchw"`` converts ``module`` as it is. The file has int8 inputs and outputs.
+    ``calib`` (N, C, H, W) is what the NCHW ``module`` takes; ``layout="nhwc"`` gives the file HWC
+    input. The file has int8 inputs and outputs.
     """
     from edgecnn.quantize.ptq import quantize_pt2e, to_tflite
 
@@ -122,30 +121,23 @@ class LiteRTConverter(Converter):
 
     def convert(self, job: ConvertJob, wanted: Sequence[Variant]) -> tuple[list[Converted], dict[str, bytes]]:
         done: dict[Variant, Converted] = {}
+        graph, calib = job.graph(), job.inputs()
         float_variants = [v for v in wanted if v.precision != "int8"]
         if float_variants:
             with self.stage(job, "converting the float32 model"):
-                f32, sec = timed(_convert, _tflite_module(job.model, job.layout), job.inputs()[0])
+                f32, sec = timed(_convert, _tflite_module(graph, job.layout), job.in_layout(calib[:1]))
             done[Variant("float32")] = Converted(Variant("float32"), f32, sec)
             for v in float_variants:
                 if v.precision != "float32":
                     with self.stage(job, f"quantising to {v.suffix} with ai-edge-quantizer"):
                         data, s = timed(_ai_edge_quantize, f32, v.precision)
                     done[v] = Converted(v, data, s)
-        int8_ios = {v.io for v in wanted if v.precision == "int8"}
-        if int8_ios & {"float32", "int8"}:
-            calib = job.preprocess.normalize(job.calib_pixels)  # NCHW; quantize_pt2e wraps for NHWC
+        int8 = [v for v in wanted if v.precision == "int8"]
+        if int8:
             with self.stage(job, "quantising to full int8 with PT2E"):
-                native, sec = timed(_pt2e_int8, job.model, calib, job.layout, job.calib_method)
-            if "int8" in int8_ios:
-                done[Variant("int8", "int8")] = Converted(Variant("int8", "int8"), native, sec)
-            if "float32" in int8_ios:
-                done[Variant("int8")] = Converted(Variant("int8"), float_io(native), sec)
-        if "uint8" in int8_ios:  # camera bytes in: normalisation inside the graph, input scale 1
-            pixel_model = PixelInput(job.model, job.preprocess, job.layout).eval()
-            with self.stage(job, "quantising the pixel-input model to full int8 with PT2E"):
-                native, sec = timed(_pt2e_int8, pixel_model, torch.cat(job.inputs(pixel_input=True)), "nchw",
-                                    job.calib_method)
-                data = set_int_io(float_io(native), "uint8", job.scratch)
-            done[Variant("int8", "uint8")] = Converted(Variant("int8", "uint8"), data, sec)
+                native, sec = timed(_pt2e_int8, graph, calib, job.layout, job.calib_method)
+                with_float_io = float_io(native)
+                for v in int8:  # litert-torch writes int8 I/O; the others start from float I/O
+                    data = native if v.io == "int8" else set_int_io(with_float_io, v.io, job.scratch)
+                    done[v] = Converted(v, data, sec)
         return [done[v] for v in wanted], {}

@@ -3,10 +3,9 @@
 onnx2tf writes NHWC files; ``--layout nchw`` keeps the input as exported (``-kat``). It runs as a
 child process in a scratch folder that holds ``calibration_image_sample_data_20x128x128x3_float32.npy``
 made from real photos: without that file onnx2tf downloads one from the internet and, offline,
-fails. Full int8 is calibrated on the job's images (``-cind``, already normalised); the
+fails. Full int8 is calibrated on the job's images (``-cind``, as the graph takes them); the
 ``_int8`` file is onnx2tf's ``integer_quant`` output (float I/O) and the uint8/int8 interfaces come
-from TFLite's model-interface modifier, as on the litert back end. The uint8 file is built from
-:class:`~edgecnn.converters.base.PixelInput` (normalisation inside, camera bytes in).
+from TFLite's model-interface modifier, as on the litert back end.
 """
 
 from __future__ import annotations
@@ -21,8 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgecnn.converters.base import (ConvertJob, Converted, Converter, PixelInput, Variant, set_int_io,
-                                     timed)
+from edgecnn.converters.base import ConvertJob, Converted, Converter, Variant, set_int_io, timed
 from edgecnn.data.photos import sample_photos
 from edgecnn.data.transforms import Preprocess
 
@@ -66,10 +64,10 @@ def export_onnx(module: nn.Module, sample: torch.Tensor, path: Path) -> bytes:
 
 
 def run_onnx2tf(onnx_path: Path, out_dir: Path, job: ConvertJob, *, dynamic: bool,
-                calib: list[torch.Tensor] | None) -> None:
+                calib: torch.Tensor | None) -> None:
     """One onnx2tf run in ``job.scratch`` (its working directory); raises with the log's last line.
 
-    ``calib``: batch-1 inputs in the file's layout, as the graph takes them, for full-integer
+    ``calib``: the calibration batch in the file's layout, as the graph takes it, for full-integer
     quantisation (passed to onnx2tf with mean 0, std 1), or None.
     """
     cmd = [sys.executable, "-m", "onnx2tf", "-i", str(onnx_path), "-o", str(out_dir),
@@ -80,7 +78,7 @@ def run_onnx2tf(onnx_path: Path, out_dir: Path, job: ConvertJob, *, dynamic: boo
         cmd.append("-odrqt")
     if calib is not None:
         npy = out_dir.with_suffix(".calib.npy")
-        np.save(npy, torch.cat(calib).numpy().astype(np.float32))
+        np.save(npy, calib.numpy().astype(np.float32))
         identity = json.dumps([0.0] * job.preprocess.in_chans), json.dumps([1.0] * job.preprocess.in_chans)
         cmd += ["-oiqt", "-qt", "per-channel", "-cind", INPUT_NAME, str(npy), *identity]
     with open(job.log_path, "ab") as log:
@@ -104,29 +102,15 @@ class ONNX2TFConverter(Converter):
 
     def convert(self, job: ConvertJob, wanted: Sequence[Variant]) -> tuple[list[Converted], dict[str, bytes]]:
         write_sample_npy(job.scratch, job.calib_pixels)
-        nchw = [x.permute(0, 3, 1, 2) if job.layout == "nhwc" else x for x in job.inputs()]
+        calib = job.inputs()
         onnx_path = job.scratch / "model.onnx"
         with self.stage(job, "exporting to ONNX"):
-            onnx_bytes, onnx_s = timed(export_onnx, job.model.eval(), nchw[0], onnx_path)
-        done: dict[Variant, Converted] = {}
-        main = [v for v in wanted if not (v.precision == "int8" and v.io == "uint8")]
-        if main:
-            calib = job.inputs() if any(v.precision == "int8" for v in main) else None
-            out = job.scratch / "tf"
-            with self.stage(job, "converting ONNX with onnx2tf"):
-                _, sec = timed(run_onnx2tf, onnx_path, out, job,
-                               dynamic=any(v.precision == "dynamic" for v in main), calib=calib)
-                for v in main:
-                    data = (out / f"model_{OUTPUT_SUFFIX[v.precision]}.tflite").read_bytes()
-                    done[v] = Converted(v, set_int_io(data, v.io, job.scratch), onnx_s + sec)
-        if Variant("int8", "uint8") in wanted:
-            pixel_onnx = job.scratch / "pixel_model.onnx"
-            pixel_module = PixelInput(job.model, job.preprocess, "nchw").eval()
-            with self.stage(job, "converting the pixel-input model with onnx2tf"):
-                _, s1 = timed(export_onnx, pixel_module, torch.full_like(nchw[0], 128.0), pixel_onnx)
-                _, s2 = timed(run_onnx2tf, pixel_onnx, job.scratch / "tf_pixel", job, dynamic=False,
-                              calib=job.inputs(pixel_input=True))
-                data = (job.scratch / "tf_pixel" / "pixel_model_integer_quant.tflite").read_bytes()
-                done[Variant("int8", "uint8")] = Converted(Variant("int8", "uint8"),
-                                                           set_int_io(data, "uint8", job.scratch), s1 + s2)
-        return [done[v] for v in wanted], {".onnx": onnx_bytes}
+            onnx_bytes, onnx_s = timed(export_onnx, job.graph(), calib[:1], onnx_path)
+        int8 = any(v.precision == "int8" for v in wanted)
+        out = job.scratch / "tf"
+        with self.stage(job, "converting ONNX with onnx2tf"):
+            _, sec = timed(run_onnx2tf, onnx_path, out, job, dynamic=any(v.precision == "dynamic" for v in wanted),
+                           calib=job.in_layout(calib) if int8 else None)
+            done = [Converted(v, set_int_io((out / f"model_{OUTPUT_SUFFIX[v.precision]}.tflite").read_bytes(),
+                                            v.io, job.scratch), onnx_s + sec) for v in wanted]
+        return done, {".onnx": onnx_bytes}

@@ -13,6 +13,7 @@ no partial file behind.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -56,6 +57,7 @@ class ExportReport:
     trained: bool
     converter: str
     layout: str
+    input: str
     preprocess: dict
     calibration: dict | None
     out_dir: str
@@ -175,7 +177,8 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
            weights: str | None = None, quantize: str | Sequence[str] = ("float32", "int8"),
            converter: str = "litert", io: str | Sequence[str] = ("float32",), layout: str = "nhwc",
            calib_data: str | Path | None = None, calib_samples: int = DEFAULT_CALIB_SAMPLES,
-           calib_method: str = "histogram", out: str | Path | None = None, verify: bool = True,
+           calib_method: str = "histogram", pixel_input: bool = True, out: str | Path | None = None,
+           verify: bool = True,
            c_array: bool = False, measure: bool = True, verbose: bool = False,
            progress: bool = True) -> ExportReport:
     """Convert a model to ``.tflite`` files, verify them on real images and write an app-ready folder.
@@ -183,7 +186,9 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
     ``model_or_name``: a zoo name (``"mobilenet"``), an edgecnn checkpoint path, or a model from
     :func:`edgecnn.create_model`. ``quantize``: any of ``float32, float16, dynamic, int8``; ``io``:
     the interfaces of the int8 file (``float32``, ``uint8`` camera bytes, ``int8``); ``layout``:
-    ``nhwc`` (apps) or ``nchw`` (PyTorch). ``calib_method``: activation ranges of the litert back
+    ``nhwc`` (apps) or ``nchw`` (PyTorch). ``pixel_input`` (default): every file takes pixel values
+    0-255 and normalises inside the graph (what apps and MediaPipe feed); False keeps PyTorch's
+    normalised input (float files; MediaPipe refuses per-channel normalisation). ``calib_method``: activation ranges of the litert back
     end's int8 (:data:`edgecnn.quantize.ptq.METHODS`; onnx2tf always uses TFLite's min/max).
     Without ``out`` the folder is ``exports/<name>/``.
     Raises :class:`EdgeCNNError` for bad input or a failed conversion and
@@ -203,6 +208,8 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
         if calib_samples < MIN_CALIB_IMAGES[check_method(calib_method)]:
             raise EdgeCNNError(f"--calib-method {calib_method} needs --calib-samples >= "
                                f"{MIN_CALIB_IMAGES[calib_method]}, got {calib_samples}")
+    if not pixel_input and "uint8" in ios and "int8" in precisions:
+        raise EdgeCNNError("--io uint8 files take camera bytes, so they need --input pixels")
     if calib_data is not None and not Path(calib_data).expanduser().is_dir():
         raise EdgeCNNError(f"--calib-data {calib_data} does not exist or is not a directory")
     stages = _Stages(progress)
@@ -211,8 +218,11 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
         knobs = {k: v for k, v in (("alpha", alpha), ("phi", phi)) if v is not None}
         model, meta, weights_desc, trained = _build(model_or_name, knobs, weights, num_classes, in_chans)
         config = model.edgecnn_config
-        res = config.spec.check_res(res if res is not None else config.default_res)
-        preprocess = meta.preprocess if meta is not None and res == meta.preprocess.res else \
+        if res is None:
+            res = meta.preprocess.res if meta is not None else config.default_res
+        res = config.spec.check_res(res)
+        # the checkpoint's recorded normalisation and crop, at the resolution asked for
+        preprocess = dataclasses.replace(meta.preprocess, res=res) if meta is not None else \
             Preprocess.for_model(model, res)
         stats = model_stats(model, res=res)
         name = canonical_name(config, res)
@@ -222,6 +232,8 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
         model=config.name, name=name, knobs=dict(config.knobs), res=res, num_classes=config.num_classes,
         in_chans=config.in_chans, params=stats.params, macs=stats.macs, weights=weights_desc, trained=trained,
         converter=converter, layout=layout, preprocess=preprocess.to_dict(), calibration=None,
+        input=("pixel values 0-255, normalised inside the graph" if pixel_input
+               else "normalised tensor ((pixel / 255 - mean) / std)"),
         out_dir=str(out_dir))
     if not trained:
         report.warnings.append("random weights: sizes and latency are real, accuracy numbers are meaningless")
@@ -240,10 +252,11 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
             stages.warn("calibrating on SYNTHETIC images: int8 accuracy is unknown (pass --calib-data DIR)")
 
         job = ConvertJob(model=model, preprocess=preprocess, layout=layout, calib_pixels=calib.pixels,
-                         scratch=Path(scratch), verbose=verbose, calib_method=calib_method)
+                         scratch=Path(scratch), verbose=verbose, calib_method=calib_method,
+                         pixel_input=pixel_input)
         with stages("convert", f"{converter}: {', '.join(v.suffix for v in wanted)}"):
             converted, extra = _backend(converter).convert(job, wanted)
-            paths = _write_files(tmp, name, converted, extra, config, preprocess, meta, report)
+            paths = _write_files(tmp, name, converted, extra, config, preprocess, meta, report, pixel_input)
         verifications = {}
         if verify:
             with stages("verify", f"{len(paths)} files vs PyTorch on {len(checks.pixels)} images"), \
@@ -291,16 +304,17 @@ def _backend(name: str):
 
 
 def _write_files(folder: Path, name: str, converted: list, extra: dict[str, bytes], config: Any,
-                 preprocess: Preprocess, meta: Any, report: ExportReport) -> list[Path]:
+                 preprocess: Preprocess, meta: Any, report: ExportReport, pixel_input: bool) -> list[Path]:
     """Each file with TFLite metadata (labels, normalisation) embedded; labels.txt; side files."""
-    from edgecnn.converters.metadata import add_metadata
+    from edgecnn.converters.metadata import add_metadata, pixel_input_normalization
     from edgecnn.io import write_bytes
     from edgecnn.labels import write_labels
 
     labels = _labels(meta, config.num_classes)
+    mean, std = pixel_input_normalization(preprocess.in_chans) if pixel_input else (preprocess.mean, preprocess.std)
     paths = []
     for c in converted:
-        data = add_metadata(c.data, labels=labels, mean=preprocess.mean, std=preprocess.std,
+        data = add_metadata(c.data, labels=labels, mean=mean, std=std,
                             in_chans=preprocess.in_chans, name=name,
                             description=f"{config.name} {c.variant.suffix}, {preprocess.res}x{preprocess.res} "
                                         f"input, exported by edgecnn", version="1")

@@ -247,16 +247,40 @@ def test_float32_equals_pytorch(tmp_path, converter, name, knobs, res):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("convert")
-def test_rerun_overwrites_cleanly_and_failed_check_exits_1(cli, tmp_path, monkeypatch):
+def test_checkpoint_export_rerun_overwrites_and_failed_check_exits_1(cli, tmp_path, monkeypatch):
+    from edgecnn.checkpoint import CheckpointMeta, save_checkpoint
+
+    model = edgecnn.create_model("mobilenet_v2", alpha=0.35, num_classes=3)
+    pp = Preprocess(res=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25), crop_pct=1.0)
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", model, CheckpointMeta(
+        model="mobilenet_v2", knobs={"alpha": 0.35}, num_classes=3, in_chans=3, preprocess=pp,
+        labels=["cat", "dog", "bird"]))
     out = tmp_path / "o"
-    assert cli("export", "mobilenet_v2", "--alpha", "0.35", "--res", "64", "--quantize", "float32,float16",
-               "--out", str(out), "--no-latency").code == 0
-    assert {"mobilenet_v2_0.35_64_float16.tflite", "mobilenet_v2_0.35_64_float32.tflite"} <= set(leftovers(out))
+    r = cli("export", ckpt, "--quantize", "float32,float16", "--out", out, "--no-latency", "--c-array", "--json")
+    assert r.code == 0, r
+    report = json.loads(r.out)
+    assert report["res"] == 64 and report["num_classes"] == 3 and report["preprocess"]["mean"] == [0.5] * 3
+    assert (out / "labels.txt").read_text().split() == ["cat", "dog", "bird"]
+    assert {"mobilenet_v2_0.35_64_float16.tflite", "model_data.h", "model_data.cc"} <= set(leftovers(out))
     from edgecnn.converters import verify
 
     monkeypatch.setitem(verify.CHECKS, "float32", [("max_rel_error", 0.0, "max")])
-    r = cli("export", "mobilenet_v2", "--alpha", "0.35", "--res", "64", "--quantize", "float32",
-            "--out", str(out), "--no-latency", "--json")
+    r = cli("export", ckpt, "--quantize", "float32", "--out", out, "--no-latency", "--json")
     assert r.code == 1 and "mobilenet_v2_0.35_64_float32.tflite failed verification: max_rel_error" in r.err
     assert json.loads(r.out)["files"][0]["verification"]["passed"] is False
-    assert "mobilenet_v2_0.35_64_float16.tflite" not in leftovers(out)  # the folder was replaced whole
+    assert set(leftovers(out)) == {"mobilenet_v2_0.35_64_float32.tflite", "labels.txt", "report.json"}
+
+
+def test_conversion_failure_names_back_end_op_and_alternative(monkeypatch, tmp_path):
+    from edgecnn.converters import litert
+
+    def broken(module, sample):
+        raise RuntimeError("Lowering failed: no rule for aten.grid_sampler_2d.default\nlong trace ...")
+
+    monkeypatch.setattr(litert, "_convert", broken)
+    with pytest.raises(EdgeCNNError) as info:
+        edgecnn.export("mobilenet", alpha=0.25, res=64, quantize="float32", out=tmp_path / "x", progress=False)
+    msg = str(info.value)
+    assert msg.startswith("litert back end (litert-torch) failed while converting the float32 model")
+    assert "aten.grid_sampler_2d.default" in msg and "--converter onnx2tf" in msg and "\n" not in msg
+    assert leftovers(tmp_path) == []

@@ -39,6 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
                    help="input layout of the files: nhwc (HWC camera frames, default) or nchw "
                         "(PyTorch's); e.g. --layout nchw")
+    p.add_argument("--input", choices=("pixels", "normalized"), default="pixels",
+                   help="what the files take: pixels (RGB values 0-255, normalisation inside the "
+                        "graph: what apps and MediaPipe feed; default) or normalized (PyTorch's "
+                        "(pixel/255 - mean)/std tensor); e.g. --input normalized")
     p.add_argument("--calib-data", metavar="DIR",
                    help="folder of calibration images (or class sub-folders) for int8; default: the "
                         "checkpoint's training data, else real photos from installed packages; "
@@ -72,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         report = export(args.model, **model_knobs(args), res=args.res, num_classes=args.num_classes,
                         in_chans=args.in_chans, weights=args.weights, quantize=args.quantize,
                         converter=args.converter, io=args.io, layout=args.layout, calib_data=args.calib_data,
-                        calib_samples=args.calib_samples, calib_method=args.calib_method, out=args.out,
+                        calib_samples=args.calib_samples, calib_method=args.calib_method,
+                        pixel_input=args.input == "pixels", out=args.out,
                         verify=args.verify, c_array=args.c_array, measure=args.measure,
                         verbose=args.verbose, progress=not args.json)
     except VerificationError as exc:
@@ -107,8 +112,8 @@ def print_summary(report) -> None:
              f"{f['transpose']}/{f['dequantize']}/{f['float_ops']}"] for f in report.files]
     print_table(title, ["file", "I/O", "size", "vs PyTorch", "ms", "T/DQ/F"], rows,
                 justify=["left", "left", "right", "left", "right", "right"])
-    print(f"files: {report.out_dir}/{report.name}_<file>.tflite; ms: median CPU latency, 2 threads; "
-          f"T/DQ/F: TRANSPOSE, DEQUANTIZE and float ops left in the graph")
+    print(f"files: {report.out_dir}/{report.name}_<file>.tflite, input {report.input}; ms: median CPU "
+          f"latency, 2 threads; T/DQ/F: TRANSPOSE, DEQUANTIZE and float ops left in the graph")
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.stages.items())
     print(f"wrote {report.out_dir}/ ({', '.join(report.extra_files)}, report.json); {stages}")
     if report.calibration:
