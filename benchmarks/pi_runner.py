@@ -70,10 +70,9 @@ def main(argv=None):
     state = {}
 
     def init():
-        interpreter = cls(model_path=args.model, num_threads=args.threads)
-        interpreter.allocate_tensors()
-        state["precision"] = measure.tflite_precision(interpreter)
-        return measure.interpreter_runner(interpreter)
+        state["interpreter"] = cls(model_path=args.model, num_threads=args.threads)
+        state["interpreter"].allocate_tensors()
+        return measure.interpreter_runner(state["interpreter"])
 
     try:
         result = measure.measure(init, measure.Protocol.from_dict(json.loads(args.protocol)))
@@ -81,7 +80,8 @@ def main(argv=None):
         text = str(exc).strip().splitlines()
         _fail(f"cannot run {os.path.basename(args.model)}: {text[0] if text else exc.__class__.__name__}",
               found)
-    result.update(precision=state["precision"], file_bytes=os.path.getsize(args.model),
+    result.update(precision=measure.tflite_precision(state["interpreter"]),
+                  file_bytes=os.path.getsize(args.model),
                   machine=measure.machine_info(), found=found)
     print(json.dumps(result))
     return 0

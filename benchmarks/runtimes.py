@@ -23,13 +23,17 @@ from typing import Callable
 
 import numpy as np
 
-from edgecnn.benchmarks.measure import Init, gmacs_per_s, interpreter_runner, random_input
+from edgecnn.benchmarks.measure import Init, gmacs_per_s, interpreter_runner, random_input, tflite_precision
 
 
 @dataclass(frozen=True)
 class Runtime:
     """A way to run a model. ``suffix``: the file it runs (None: it builds the zoo model itself);
-    ``from_spec``: it can run a zoo model without a file; ``device``: "cpu" or "cuda"."""
+    ``from_spec``: it can run a zoo model without a file; ``device``: "cpu" or "cuda".
+
+    ``loader(point)`` runs in the worker and returns the init that :func:`measure` times; an
+    ``after`` attribute on that init, if any, runs once the measurement is done (untimed).
+    """
 
     name: str
     label: str
@@ -49,14 +53,17 @@ class Runtime:
 def _litert(point: dict) -> Init:
     from edgecnn.converters.tflite_runtime import load_interpreter
 
+    loaded = []
+
     def init():
-        interpreter = load_interpreter(point["path"], num_threads=point["threads"])
+        loaded.append(load_interpreter(point["path"], num_threads=point["threads"]))
+        return interpreter_runner(loaded[0])
+
+    def after() -> None:  # reading the graph's tensor types takes ms: outside the timed init
         if not point.get("precision"):
-            from edgecnn.benchmarks.measure import tflite_precision
+            point["precision"] = tflite_precision(loaded[0])
 
-            point["precision"] = tflite_precision(interpreter)
-        return interpreter_runner(interpreter)
-
+    init.after = after
     return init
 
 

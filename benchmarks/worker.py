@@ -26,6 +26,7 @@ def main() -> int:
             point["precision"] = runtime.precision
         init = runtime.loader(point)
         result = measure(init, Protocol.from_dict(point.get("protocol", {})))
+        getattr(init, "after", lambda: None)()  # a loader's untimed follow-up (e.g. precision)
         result.update({k: point[k] for k in ("precision", "file_bytes") if point.get(k)})
         code = 0
     except Exception as exc:  # one line for the row; the traceback would help no user
