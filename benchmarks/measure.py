@@ -188,8 +188,10 @@ def _os_name() -> str:
 
 
 def machine_info() -> dict:
-    """Where the numbers were measured: CPU model, core count, architecture, OS, Python."""
+    """Where the numbers were measured: CPU model, core count, architecture, OS, Python, and the
+    1-minute load average when it was measured (above the core count, latencies are inflated)."""
     affinity = getattr(os, "sched_getaffinity", None)
+    load = getattr(os, "getloadavg", None)
     return {
         "hostname": platform.node(),
         "cpu": _cpu_model(),
@@ -199,6 +201,7 @@ def machine_info() -> dict:
         "os": _os_name(),
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "load_1min": round(load()[0], 2) if load else None,
     }
 
 

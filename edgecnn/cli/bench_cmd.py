@@ -232,6 +232,8 @@ def run_bench(args: argparse.Namespace) -> int:
                    "plot": args.plot})
     elif len(failed) < len(rows):
         where = f"{machine.get('cpu')}, {machine.get('cores')} cores" if machine else args.target
+        if machine and machine.get("load_1min") is not None:
+            where += f", load {machine['load_1min']:.1f}"
         print_rows(rows, f"{args.target}: {where} (sorted by median latency; ms per image, batch 1)")
         for model, r in best.items():
             print(f"fastest for {model}: {r['runtime']} {r.get('precision') or ''} "
