@@ -173,28 +173,28 @@ class TFLiteModel:
         shape = self.inputs[0].shape
         self.in_chans = shape[3] if self.layout == "NHWC" else shape[1]
         self.input_hw = (shape[1], shape[2]) if self.layout == "NHWC" else (shape[2], shape[3])
-        self._normalization: tuple[np.ndarray, np.ndarray] | None | bool = False  # False: not read yet
+        self._metadata: dict | None = None  # read on first use
 
     @property
     def num_classes(self) -> int:
         return int(np.prod(self.outputs[0].shape[1:]))
 
     @property
+    def metadata(self) -> dict:
+        """The file's TFLite metadata (:func:`edgecnn.converters.metadata.read_metadata`; {} if none)."""
+        if self._metadata is None:
+            from edgecnn.converters.metadata import read_metadata  # local: only files that need it
+
+            data = self.source.read_bytes() if isinstance(self.source, Path) else bytes(self.source)
+            self._metadata = read_metadata(data)
+        return self._metadata
+
+    @property
     def metadata_normalization(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(mean, std) in 0-255 pixel units from the file's TFLite metadata, or None without it."""
-        if self._normalization is False:
-            self._normalization = None
-            if not isinstance(self.source, Path):
-                data = bytes(self.source)
-            else:
-                data = self.source.read_bytes()
-            from edgecnn.converters.metadata import read_metadata  # local: metadata pulls in flatbuffers
-
-            meta = read_metadata(data)
-            if meta.get("mean_255") is not None:
-                self._normalization = (np.asarray(meta["mean_255"], np.float32),
-                                       np.asarray(meta["std_255"], np.float32))
-        return self._normalization
+        if self.metadata.get("mean_255") is None:
+            return None
+        return np.asarray(self.metadata["mean_255"], np.float32), np.asarray(self.metadata["std_255"], np.float32)
 
     def predict(self, x: Any) -> np.ndarray:
         """Float32 logits (N, classes) for a float NCHW batch (torch tensor or numpy).

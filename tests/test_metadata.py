@@ -1,8 +1,8 @@
 """TFLite metadata proven with a real third-party client: MediaPipe Tasks' ImageClassifier.
 
-torchvision's ImageNet MobileNetV2 (real weights) at 224x224 is converted with litert-torch into a
-float32 NHWC file and, through the export back end, a full-int8 file with uint8 camera-byte I/O;
-both take raw pixels (normalisation inside the graph, as MediaPipe needs). With edgecnn's metadata,
+torchvision's ImageNet MobileNetV2 (real weights) at 224x224 is converted into a
+float32 NHWC file and a full-int8 file with uint8 camera-byte I/O by the export's litert-torch back
+end; both take raw pixels (normalisation inside the graph, as MediaPipe needs). With edgecnn's metadata,
 MediaPipe loads both files as they are and returns, on real photos, the same top-1 class, label
 and score as edgecnn's own runner; without it, MediaPipe refuses the float file.
 """
@@ -52,25 +52,20 @@ def photos() -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def mv2(mobilenet_v2_imagenet_file, tmp_path_factory, photos):
-    """(torch model, preprocess, {kind: bytes without metadata}) for the float32 and int8-uint8io files."""
-    import litert_torch
-
-    from edgecnn.converters.base import ConvertJob, PixelInput, Variant
+def mv2(mobilenet_v2_imagenet_file, tmp_path_factory):
+    """(torch model, preprocess, {kind: bytes without metadata}) for the float32 and int8-uint8io files,
+    made by the export's litert-torch back end (pixel input, NHWC)."""
+    from edgecnn.converters.base import ConvertJob, Variant
     from edgecnn.converters.litert import LiteRTConverter
     from edgecnn.data.photos import sample_photos
 
     model = edgecnn.create_model("mobilenet_v2", weights=str(mobilenet_v2_imagenet_file)).eval()
     pre = Preprocess.for_model(model, RES)
     calib = np.stack([pre.to_uint8(im) for im in sample_photos(8, seed=1)])
-    pixel_model = PixelInput(model, pre, "nhwc").eval()
-    sample = torch.as_tensor(calib[:1], dtype=torch.float32)
-    files = {"float32": bytes(litert_torch.convert(pixel_model, (sample,)).model_content())}
-    job = ConvertJob(model=model, preprocess=pre, layout="nhwc", calib_pixels=calib,
+    job = ConvertJob(model=model, preprocess=pre, layout="nhwc", calib_pixels=calib, pixel_input=True,
                      scratch=tmp_path_factory.mktemp("convert"), calib_method="minmax")  # 8 images suffice
-    (converted,), _ = LiteRTConverter().convert(job, [Variant("int8", "uint8")])
-    files["int8_uint8io"] = converted.data
-    return model, pre, files
+    converted, _ = LiteRTConverter().convert(job, [Variant("float32"), Variant("int8", "uint8")])
+    return model, pre, {"float32": converted[0].data, "int8_uint8io": converted[1].data}
 
 
 def _classifier(path):
@@ -97,6 +92,7 @@ def test_mediapipe_agrees_with_edgecnn_runner(mv2, photos, kind, tmp_path):
     labels = imagenet_labels()
     runner = TFLiteModel(path)
     assert runner.inputs[0].dtype == (np.float32 if kind == "float32" else np.uint8)
+    assert runner.metadata["labels"] == labels and runner.layout == "NHWC"
     classifier = _classifier(path)
     for name, pixels in photos.items():
         index, label, score = _mediapipe_top1(classifier, pixels)
