@@ -30,7 +30,7 @@ class Progress:
         self._bar = RichProgress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-            console=self.console, disable=not enabled)
+            console=self.console, disable=not enabled, refresh_per_second=4)
 
     def __enter__(self) -> "Progress":
         self._bar.__enter__()
