@@ -3,7 +3,8 @@
 1. Repeatability: three back-to-back measurements of the same point (int8 MobileNetV2 1.0/224,
    LiteRT, ``--threads``) agree within 5% (spread of the medians = max/min - 1).
 2. For that file and thread count, edgecnn's LiteRT median is no slower than Google's
-   ``benchmark_litert_model`` (ratio edgecnn/Google <= 1.0), both measured now.
+   ``benchmark_litert_model`` (ratio edgecnn/Google <= 1.0), both measured now, alternating
+   three times (median of the round medians).
 3. The fastest CPU path edgecnn finds for MobileNetV2 1.0/224 at that thread count, and which it is.
 
     python -m edgecnn.benchmarks.bench_goals [--model M_int8.tflite] [--threads 2] [--runs 100] [--json]
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         files, _, info = read_export_dir(folder)
         int8 = args.model or next(f for f in files if info["files"].get(f.name, {}).get("precision") == "int8")
         rep = repeatability(int8, args.threads, args.runs)
-        cross = crosscheck(int8, args.threads, args.runs)
+        cross = crosscheck(int8, args.threads, args.runs, rounds=3)
         protocol = Protocol(num_runs=args.runs)
         points = (points_for_files(files, [args.threads], protocol, ["litert"], None, info)
                   + points_for_files([], [args.threads], protocol, ["onnxruntime", "torch"], spec, info))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,24 +42,36 @@ def google_benchmark(model: Path, threads: int, runs: int, timeout: float = 600.
         return json.loads(out.read_text())
 
 
-def crosscheck(model: Path, threads: int = 2, runs: int = 100, timeout: float = 600.0) -> dict:
-    """Both tools on ``model`` at ``threads``: medians (ms) and edgecnn/Google ratio (< 1: faster)."""
+def crosscheck(model: Path, threads: int = 2, runs: int = 100, rounds: int = 1,
+               timeout: float = 600.0) -> dict:
+    """Both tools on ``model`` at ``threads``: medians (ms) and edgecnn/Google ratio (< 1: faster).
+
+    With ``rounds`` > 1 the two tools alternate (edgecnn, Google, edgecnn, ...) so that a change of
+    machine load hits both alike; each side reports the median of its per-round medians.
+    """
     model = Path(model)
-    ours = run_point({"runtime": "litert", "path": str(model), "model": model.stem, "threads": threads,
-                      "protocol": Protocol(num_runs=runs).to_dict()}, timeout=timeout)
-    if ours.get("status") != "ok":
-        raise EdgeCNNError(f"edgecnn's LiteRT run failed on {model}: {ours.get('error')}")
-    theirs = google_benchmark(model, threads, runs, timeout)
-    lat = theirs["latency"]
+    ours, theirs = [], []
+    for _ in range(rounds):
+        row = run_point({"runtime": "litert", "path": str(model), "model": model.stem, "threads": threads,
+                         "protocol": Protocol(num_runs=runs).to_dict()}, timeout=timeout)
+        if row.get("status") != "ok":
+            raise EdgeCNNError(f"edgecnn's LiteRT run failed on {model}: {row.get('error')}")
+        ours.append(row)
+        theirs.append(google_benchmark(model, threads, runs, timeout)["latency"])
+    ours_median = statistics.median(r["median_ms"] for r in ours)
+    theirs_median = statistics.median(t["median_ms"] for t in theirs)
     return {
-        "model": str(model), "threads": threads, "runs": runs,
-        "edgecnn": {"api": "Interpreter + XNNPACK", "median_ms": ours["median_ms"],
-                    "mean_ms": ours["mean_ms"], "init_ms": ours["init_ms"],
-                    "first_ms": ours["first_ms"], "runs": ours["runs"]},
-        "benchmark_litert_model": {"api": "CompiledModel", "median_ms": lat["median_ms"],
-                                   "mean_ms": lat["avg_ms"], "init_ms": lat["init_ms"],
-                                   "first_ms": lat["warmup_first_ms"], "runs": lat["num_runs"]},
-        "median_ratio": ours["median_ms"] / lat["median_ms"] if lat["median_ms"] else None,
+        "model": str(model), "threads": threads, "runs": runs, "rounds": rounds,
+        "edgecnn": {"api": "Interpreter + XNNPACK", "median_ms": ours_median,
+                    "round_medians_ms": [r["median_ms"] for r in ours],
+                    "mean_ms": ours[-1]["mean_ms"], "init_ms": ours[-1]["init_ms"],
+                    "first_ms": ours[-1]["first_ms"], "runs": ours[-1]["runs"]},
+        "benchmark_litert_model": {"api": "CompiledModel", "median_ms": theirs_median,
+                                   "round_medians_ms": [t["median_ms"] for t in theirs],
+                                   "mean_ms": theirs[-1]["avg_ms"], "init_ms": theirs[-1]["init_ms"],
+                                   "first_ms": theirs[-1]["warmup_first_ms"],
+                                   "runs": theirs[-1]["num_runs"]},
+        "median_ratio": ours_median / theirs_median if theirs_median else None,
     }
 
 
@@ -68,17 +81,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", type=Path, help="a .tflite file; e.g. exports/m/m_int8.tflite")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2); e.g. --threads 4")
     parser.add_argument("--runs", type=int, default=100, help="measured runs (default 100); e.g. --runs 200")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="alternate the two tools this many times (default 1); e.g. --rounds 3")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     try:
-        result = crosscheck(args.model, args.threads, args.runs)
+        result = crosscheck(args.model, args.threads, args.runs, args.rounds)
     except EdgeCNNError as exc:
         print(f"crosscheck: error: {exc}", file=sys.stderr)
         return exc.exit_code
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{args.model} at {args.threads} threads, {args.runs} runs (ms)")
+    print(f"{args.model} at {args.threads} threads, {args.runs} runs, {args.rounds} round(s) (ms; last round's "
+          "mean/init/first)")
     print(f"{'':44}{'median':>10}{'mean':>10}{'init':>10}{'first':>10}")
     for name in ("edgecnn", "benchmark_litert_model"):
         r = result[name]

@@ -251,9 +251,9 @@ def test_help_explains_every_flag(cli):
 def test_crosscheck_against_benchmark_litert_model(tflite_file):
     from edgecnn.benchmarks.crosscheck import crosscheck
 
-    result = crosscheck(tflite_file, threads=1, runs=5)
+    result = crosscheck(tflite_file, threads=1, runs=5, rounds=2)
     assert result["edgecnn"]["median_ms"] > 0 and result["benchmark_litert_model"]["median_ms"] > 0
-    assert result["benchmark_litert_model"]["runs"] == 5
+    assert result["benchmark_litert_model"]["runs"] == 5 and len(result["edgecnn"]["round_medians_ms"]) == 2
     assert result["median_ratio"] == pytest.approx(
         result["edgecnn"]["median_ms"] / result["benchmark_litert_model"]["median_ms"])
 
