@@ -6,19 +6,19 @@
 """
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.models import create_model, default_res, get_spec, list_models
-from edgecnn.stats import ModelStats, model_stats
 
 __version__ = "0.1.0"
 
-__all__ = ["EdgeCNNError", "ExportReport", "ModelStats", "create_model", "default_res", "export",
-           "get_spec", "imagenet_labels", "list_models", "load_checkpoint", "load_weights",
-           "model_stats", "__version__"]
+# Public names, imported on first use: `import edgecnn` stays light (no torch), which keeps the
+# child processes that inspect untrusted files or run benchmark points fast to start.
+_LAZY = {
+    "create_model": "edgecnn.models", "default_res": "edgecnn.models", "get_spec": "edgecnn.models",
+    "list_models": "edgecnn.models", "ModelStats": "edgecnn.stats", "model_stats": "edgecnn.stats",
+    "export": "edgecnn.export", "ExportReport": "edgecnn.export", "load_weights": "edgecnn.weights",
+    "load_checkpoint": "edgecnn.checkpoint", "imagenet_labels": "edgecnn.labels",
+}
 
-# Heavier entry points, imported on first use so that `import edgecnn` stays light.
-_LAZY = {"export": "edgecnn.export", "ExportReport": "edgecnn.export",
-         "load_weights": "edgecnn.weights", "load_checkpoint": "edgecnn.checkpoint",
-         "imagenet_labels": "edgecnn.labels"}
+__all__ = ["EdgeCNNError", "__version__", *sorted(_LAZY)]
 
 
 def __getattr__(name: str):
@@ -27,3 +27,7 @@ def __getattr__(name: str):
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'edgecnn' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
