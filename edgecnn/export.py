@@ -61,6 +61,7 @@ class ExportReport:
     preprocess: dict
     calibration: dict | None
     out_dir: str
+    verification_images: str | None = None
     files: list[dict] = field(default_factory=list)
     extra_files: list[str] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)
@@ -271,8 +272,7 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
                 captured_output(job.log_path, verbose):
             report.files = [_file_entry(out_dir, p, c, verifications.get(p.name), measure)
                             for c, p in zip(converted, paths)]
-            if verify:
-                report.files[0]["verification_images"] = checks.source
+            report.verification_images = checks.source if verify else None
         with stages("write", "labels, report" + (", C array" if c_array else "")):
             if c_array:
                 from edgecnn.converters.c_array import write_c_array

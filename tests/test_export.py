@@ -228,7 +228,7 @@ def test_onnx2tf_float32_and_uint8_int8(tmp_path):
     assert "mobilenet_v1_0.25_128.onnx" in leftovers(out)
 
 
-MODELS = [("mobilenet", {"alpha": 0.5}, 96), ("mobilenet_v2", {"alpha": 0.35}, 64), ("squeezenet1_1", {}, 64),
+MODELS = [("mobilenet_v1", {"alpha": 0.5}, 96), ("mobilenet_v2", {"alpha": 0.35}, 64), ("squeezenet1_1", {}, 64),
           ("efficientnet_lite0", {}, 64), ("resnet18", {}, 64)]
 
 
