@@ -219,6 +219,7 @@ def test_sweep_resumes_skipping_measured_points_and_retrying_failures(tmp_path):
     assert calls[-1] == "m9" and len(load_rows(results)) == 5
 
 
+@pytest.mark.slow
 def test_table_order_csv_and_plot(tmp_path):
     rows = [{**_point(i), "status": "ok", "median_ms": m, "accuracy": a, "key": str(i)}
             for i, (m, a) in enumerate([(3.0, 0.7), (1.0, 0.6), (2.0, None)])]
@@ -292,6 +293,7 @@ def test_export_folder_gives_file_rows_and_pytorch_rows_from_its_report(cli, tfl
                                      "num_classes": 10, "in_chans": 3, "label": "mobilenet_v2_0.35_32"}
 
 
+@pytest.mark.slow
 def test_complete_export_folders_are_reused_not_exported_again(tmp_path, monkeypatch):
     import edgecnn.export
     from edgecnn.benchmarks.sweep import ensure_export, zoo_spec
