@@ -270,3 +270,19 @@ def test_fine_tune_from_pretrained_file_with_frozen_backbone(tmp_path, cli, mobi
     assert tuned["classifier.1.weight"].shape == (2, 1280)  # a new head for the 2 classes
     assert meta.preprocess.mean == pytest.approx((0.485, 0.456, 0.406))  # the weights' normalisation
     _one_line_error(cli("train", "mobilenet_v2", "--data", data, "--freeze-epochs", "1"), "needs --pretrained")
+
+
+@pytest.mark.slow
+def test_sigint_stops_after_the_current_step(fmnist_small, tmp_path):
+    import os
+    import signal
+
+    def ctrl_c(step):
+        if step["global_step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C only asks the loop to stop
+
+    with pytest.raises(TrainingInterrupted, match="step 3/") as info:
+        train(_config(fmnist_small, tmp_path / "run", epochs=1), progress=False, callbacks=[ctrl_c])
+    assert info.value.exit_code == 130
+    assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["step_in_epoch"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
