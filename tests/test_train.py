@@ -16,7 +16,7 @@ from PIL import Image
 from edgecnn.checkpoint import load_checkpoint
 from edgecnn.data.augment import TrainTransform
 from edgecnn.data.datasets import (FASHION_MNIST_CLASSES, fashion_mnist_dirs, is_idx_folder, open_dataset,
-                                   read_idx)
+                                   read_idx, sample_images)
 from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError
 from edgecnn.train import TrainConfig, train
@@ -86,6 +86,8 @@ def test_fashion_mnist_idx_folder(fmnist_small):
     assert not open_dataset(fmnist_small, val_split=0.2, seed=4).split("val").pixels.tobytes() == \
         data.split("val").pixels.tobytes()
     assert open_dataset(fmnist_small, val_split=0).val_is_test
+    images = sample_images(fmnist_small, 4, seed=1)
+    assert [im.size for im in images] == [(28, 28)] * 4 and images[0].mode == "L"
 
 
 def test_augmentation_is_a_function_of_the_seed():

@@ -419,3 +419,14 @@ def open_dataset(data: str | Path, *, val_split: float = 0.1, seed: int = 0,
         splits, classes = load_cifar_folder(folder)
         return _array_dataset(str(folder), classes, splits, val_split, seed)
     return load_image_folder(folder, val_split, seed, max_unreadable, max_imbalance)
+
+
+def sample_images(data: str | Path, n: int, split: str = "train", seed: int = 0) -> list[Image.Image]:
+    """``n`` seeded random images of a dataset's split, as PIL: for int8 calibration and verification.
+
+    ``data`` is anything :func:`open_dataset` takes, e.g. a checkpoint's ``meta.data``
+    (``"fashion-mnist"``, an IDX or CIFAR folder, an image folder).
+    """
+    part = open_dataset(data, seed=seed, max_imbalance=float("inf")).split(split)
+    pick = np.random.default_rng(seed).choice(len(part), size=min(n, len(part)), replace=False)
+    return [part.image(int(i)) for i in sorted(pick)]
