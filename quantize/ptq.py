@@ -51,6 +51,10 @@ METHODS = {
 # Fewest calibration images per method: tails and histograms need more samples than extremes.
 MIN_CALIB_IMAGES = {"minmax": 8, "percentile": 32, "histogram": 16}
 DEFAULT_METHOD = "histogram"
+# --method auto: candidates tried, and the share of calibration images held back to judge them.
+AUTO_CANDIDATES = ("minmax", "percentile", "histogram")
+AUTO_HOLDOUT = 0.25
+MIN_AUTO_IMAGES = 48  # 36 to calibrate (>= percentile's 32) + 12 to judge
 LAYOUTS = ("nhwc", "nchw")
 
 
@@ -76,10 +80,10 @@ class QuantizedModel:
     keep_float: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Simulated-int8 PyTorch outputs for a batch in ``layout`` (run one image at a time)."""
+    def simulate(self, x: torch.Tensor) -> torch.Tensor:
+        """int8 outputs simulated in PyTorch (q/dq graph) for an NCHW batch, one image at a time."""
         with torch.no_grad():
-            return torch.cat([self.module(x[i:i + 1]) for i in range(x.shape[0])])
+            return torch.cat([self.graph(x[i:i + 1]) for i in range(x.shape[0])])
 
 
 def check_method(method: str) -> str:
@@ -215,6 +219,33 @@ def quantize_pt2e(model: nn.Module, calib: torch.Tensor, *, method: str = DEFAUL
                           quant_config=QuantConfig(pt2e_quantizer=quantizer), method=method,
                           layout=layout, per_channel=per_channel, calib_images=int(calib.shape[0]),
                           keep_float=keep_float, notes=notes)
+
+
+def choose_method(model: nn.Module, calib: torch.Tensor, candidates: Sequence[str] = AUTO_CANDIDATES,
+                  holdout: float = AUTO_HOLDOUT, progress: bool = True) -> tuple[str, list[dict]]:
+    """``--method auto``: quantise with each candidate on part of ``calib``, keep the best.
+
+    The last ``holdout`` share of the images is held back; each candidate is judged by the top-1
+    agreement of its simulated int8 outputs with float there, then by logit SQNR (dB).
+    Returns the chosen method and one score dict per candidate.
+    """
+    from edgecnn.quantize.report import output_metrics
+
+    if calib.shape[0] < MIN_AUTO_IMAGES:
+        raise EdgeCNNError(f"--method auto needs at least {MIN_AUTO_IMAGES} calibration images (it holds "
+                           f"back {int(100 * holdout)}% to compare methods), got {calib.shape[0]}")
+    n_held = max(1, int(round(calib.shape[0] * holdout)))
+    fit, held = calib[:-n_held], calib[-n_held:]
+    with torch.no_grad():
+        ref = torch.cat([model.eval()(held[i:i + 16]) for i in range(0, n_held, 16)]).numpy()
+    scores = []
+    for method in candidates:
+        q = quantize_pt2e(model, fit, method=method, layout="nchw", progress=progress)
+        m = output_metrics(ref, q.simulate(held).numpy())
+        scores.append({"method": method, "top1_agreement": m["top1_agreement"], "sqnr_db": m["sqnr_db"],
+                       "cosine": m["cosine"], "calib_images": int(fit.shape[0]), "judged_on": n_held})
+    best = max(scores, key=lambda s: (s["top1_agreement"], s["sqnr_db"]))
+    return best["method"], scores
 
 
 def to_tflite(q: QuantizedModel) -> bytes:

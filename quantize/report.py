@@ -73,9 +73,10 @@ class LayerFidelity:
 
 
 def _layer_name(node) -> str:
+    """The module that owns ``node`` (``model.`` of a pixel-input wrapper stripped)."""
     stack = node.meta.get("nn_module_stack") or {}
     owner = list(stack.values())[-1][0] if stack else ""
-    return owner or node.name
+    return (owner.removeprefix("model.") if owner.startswith("model.") else owner) or node.name
 
 
 def layer_sqnr(q, images: torch.Tensor, progress: bool = False) -> list[LayerFidelity]:
@@ -161,25 +162,28 @@ class FidelityReport:
                 "layers": [asdict(l) for l in self.layers], **self.extra}
 
 
-def fidelity_report(model: torch.nn.Module, q, tflite: bytes | str | Path, images: torch.Tensor,
-                    labels: Sequence[int] | None = None, *, layer_images: int = 8,
-                    progress: bool = True, name: str | None = None) -> FidelityReport:
-    """The fidelity report of the int8 ``tflite`` (from ``q``) against float ``model``.
+def fidelity_report(model: torch.nn.Module, q, tflite: bytes | str | Path, pixels: np.ndarray, preprocess,
+                    labels: Sequence[int] | None = None, *, graph_inputs: torch.Tensor | None = None,
+                    layer_images: int = 8, progress: bool = True, name: str | None = None) -> FidelityReport:
+    """The fidelity report of the int8 ``tflite`` (quantised as ``q``) against float ``model``.
 
-    ``images`` (N, C, H, W) are normalised evaluation images that did not calibrate ``q``;
-    the per-layer table uses the first ``layer_images`` of them (0 skips it).
+    ``pixels`` (N, H, W, C uint8, resized and cropped) are evaluation images that did not
+    calibrate ``q``; the file gets them as an app would (``TFLiteModel.predict_pixels``), the float
+    model normalised with ``preprocess``. ``graph_inputs`` are the same images as ``q``'s graphs
+    take them (default: normalised NCHW); the per-layer table uses the first ``layer_images``.
     """
     from edgecnn.converters.tflite_runtime import TFLiteModel
     from edgecnn.quantize.equalize import predict
 
-    ref = predict(model.eval(), images).numpy()
-    out = TFLiteModel(tflite).predict(images)
+    ref = predict(model.eval(), preprocess.normalize(pixels)).numpy()
+    out = TFLiteModel(tflite).predict_pixels(pixels, preprocess)
     metrics = output_metrics(ref, out, None if labels is None else np.asarray(labels))
-    layers = layer_sqnr(q, images[:layer_images], progress) if layer_images > 0 else []
+    inputs = preprocess.normalize(pixels) if graph_inputs is None else graph_inputs
+    layers = layer_sqnr(q, inputs[:layer_images], progress) if layer_images > 0 else []
     cfg = getattr(model, "edgecnn_config", None)
     return FidelityReport(model=name or (cfg.name if cfg else type(model).__name__), method=q.method,
                           calib_images=q.calib_images, outputs=metrics, layers=layers,
-                          layer_images=min(layer_images, int(images.shape[0])))
+                          layer_images=min(layer_images, int(len(pixels))))
 
 
 def _fmt(x: float) -> str:

@@ -1,0 +1,210 @@
+"""edgecnn.quantize: PT2E int8 methods, cross-layer equalisation, bias correction, the fidelity report
+and the bad inputs of ``edgecnn quantize``."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import edgecnn
+from edgecnn.data.photos import sample_photos
+from edgecnn.data.transforms import Preprocess, stack
+
+
+def _photos_folder(folder, n, gray=False, seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, im in enumerate(sample_photos(n, seed=seed)):
+        (im.convert("L") if gray else im).save(folder / f"img{i:03d}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    torch.manual_seed(0)
+    return edgecnn.create_model("mobilenet_v2", alpha=0.35, num_classes=10).eval()
+
+
+def _quant_scales(graph) -> set[float]:
+    return {round(float(n.args[1]), 8) for n in graph.graph.nodes
+            if n.op == "call_function" and "quantize_per_tensor" in str(n.target) and not isinstance(n.args[1], torch.fx.Node)}
+
+
+def test_percentile_observer_clips_outliers_minmax_does_not():
+    from torchao.quantization.pt2e.observer import MinMaxObserver
+
+    from edgecnn.quantize.observers import PercentileObserver
+
+    x = torch.randn(200_000, generator=torch.Generator().manual_seed(0))
+    x[0] = 1000.0  # one outlier
+    kw = dict(dtype=torch.int8, quant_min=-128, quant_max=127)
+    pct, mm = PercentileObserver(percentile=99.99, **kw), MinMaxObserver(**kw)
+    pct(x), mm(x)
+    lo, hi = pct._non_linear_param_search()
+    assert 3.0 < float(hi) < 10.0 and -10.0 < float(lo) < -3.0  # ~ +-3.9 for a normal, outlier clipped
+    assert float(mm.max_val) == 1000.0
+    assert float(pct.calculate_qparams()[0]) < float(mm.calculate_qparams()[0]) / 50
+
+
+@pytest.mark.slow
+def test_methods_give_different_int8_ranges(small_model):
+    from edgecnn.quantize.ptq import quantize_pt2e
+
+    x = stack(Preprocess.for_model(small_model, 64), sample_photos(32, seed=0))
+    scales = {m: _quant_scales(quantize_pt2e(small_model, x, method=m, progress=False).graph)
+              for m in ("minmax", "percentile", "histogram")}
+    assert all(len(s) > 20 for s in scales.values())  # every conv output quantised
+    assert scales["minmax"] != scales["histogram"] != scales["percentile"]
+
+
+@pytest.mark.slow
+def test_int8_file_is_integer_and_report_is_complete(small_model, tmp_path):
+    """One conversion: the .tflite is full integer (residual adds too), the report has every field."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from edgecnn.quantize.ptq import quantize_pt2e, to_tflite
+    from edgecnn.quantize.report import fidelity_report, write_report
+
+    pre = Preprocess.for_model(small_model, 64)
+    q = quantize_pt2e(small_model, stack(pre, sample_photos(24, seed=0)), method="histogram", progress=False)
+    data = to_tflite(q)
+    it = Interpreter(model_content=data, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    it.allocate_tensors()
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    ops = it._get_ops_details()
+    assert {o["op_name"] for o in ops} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "FULLY_CONNECTED"}
+    assert not {"DEQUANTIZE", "QUANTIZE", "TRANSPOSE"} & {o["op_name"] for o in ops}  # no float islands
+    for o in ops:
+        if o["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "ADD", "FULLY_CONNECTED"):
+            assert tensors[o["outputs"][0]]["dtype"] == np.int8, o
+    assert it.get_input_details()[0]["shape"].tolist() == [1, 64, 64, 3]  # NHWC interface
+
+    pixels = np.stack([pre.to_uint8(im) for im in sample_photos(30, seed=5)[20:]])
+    labels = np.arange(len(pixels)) % 10
+    rep = fidelity_report(small_model, q, data, pixels, pre, labels, layer_images=2, progress=False)
+    assert set(rep.outputs) >= {"top1_agreement", "cosine", "sqnr_db", "float_top1", "int8_top1",
+                                "float_top5", "int8_top5", "images"}
+    assert rep.outputs["images"] == 10 and -1 <= rep.outputs["cosine"] <= 1
+    assert len(rep.layers) > 40 and {l.op for l in rep.layers} >= {"conv2d", "add", "linear"}
+    assert [l.sqnr_db for l in rep.layers] == sorted(l.sqnr_db for l in rep.layers)  # worst first
+    paths = write_report(rep, tmp_path)
+    saved = json.loads(paths["json"].read_text())
+    assert saved["outputs"]["images"] == 10 and len(saved["layers"]) == len(rep.layers)
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_keep_float_leaves_the_named_layer_float(small_model):
+    from edgecnn.quantize.ptq import quantize_pt2e
+
+    x = stack(Preprocess.for_model(small_model, 48), sample_photos(8, seed=0))
+    q = quantize_pt2e(small_model, x, method="minmax", keep_float=["classifier.1"], progress=False)
+    linear = next(n for n in q.graph.graph.nodes if n.target == torch.ops.aten.linear.default)
+    assert "dequantize" not in str(linear.args[1].target)  # float weight, not dequantised int8
+    conv = next(n for n in q.graph.graph.nodes if n.target == torch.ops.aten.conv2d.default)
+    assert "dequantize" in str(conv.args[1].target)
+
+
+@pytest.fixture(scope="module")
+def mobilenet_v2_photos(mobilenet_v2_imagenet_file):
+    model = edgecnn.create_model("mobilenet_v2", weights=str(mobilenet_v2_imagenet_file)).eval()
+    return model, stack(Preprocess.for_model(model, 96), sample_photos(24, seed=0))
+
+
+def test_cle_keeps_float_outputs_and_balances_weight_ranges(mobilenet_v2_photos):
+    from edgecnn.quantize import equalize as eq
+
+    model, x = mobilenet_v2_photos
+    equalized, report = eq.equalize_model(model, x, cle=True, bias_correction=False)
+    assert len(report.pairs) >= 30 and any(eq._is_depthwise(equalized.get_submodule(p.second)) for p in report.pairs)
+    assert report.balance_after > report.balance_before + 0.1
+    # the reference: the same model with BatchNorm folded and the same ReLU6s made ReLU, not equalised
+    reference = copy.deepcopy(model).eval()
+    eq.fold_batchnorm(reference)
+    for name in report.relu6_replaced:
+        eq._set_module(reference, name, torch.nn.ReLU())
+    a, b = eq.predict(reference, x), eq.predict(equalized, x)
+    assert torch.allclose(a, b, rtol=1e-3, atol=1e-3 * float(a.abs().max()))
+    assert (a.argmax(1) == b.argmax(1)).all()
+    assert report.relu6_top1_agreement is not None and report.relu6_top1_agreement >= 0.9
+
+
+def test_bias_correction_removes_the_mean_shift_of_int8_weights():
+    from edgecnn.quantize.equalize import _fake_quant_weight, correct_bias
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 16, 3, padding=0)
+    with torch.no_grad():
+        conv.weight.mul_(torch.linspace(0.1, 3, 16).view(-1, 1, 1, 1))
+    model = torch.nn.Sequential(conv).eval()
+    x = torch.randn(64, 8, 12, 12) * 0.5 + 2.0  # inputs with a large mean, as after ReLU
+    with torch.no_grad():
+        ref = model(x).mean((0, 2, 3))
+        before = torch.nn.functional.conv2d(x, _fake_quant_weight(conv.weight), conv.bias).mean((0, 2, 3))
+        corrected = copy.deepcopy(model)
+        correct_bias(corrected, x)
+        c = corrected[0]
+        after = torch.nn.functional.conv2d(x, _fake_quant_weight(c.weight), c.bias).mean((0, 2, 3))
+    assert (after - ref).abs().max() < 1e-4
+    assert (before - ref).abs().max() > 100 * (after - ref).abs().max()
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 2
+
+def _assert_one_line_error(r, *needles):
+    assert r.code == 2, r
+    lines = [l for l in r.err.strip().splitlines() if l.startswith("edgecnn: error:")]
+    assert len(lines) == 1 and "Traceback" not in r.err, r
+    for n in needles:
+        assert n in lines[0], r
+
+
+def test_cli_unknown_method(cli, tmp_path):
+    calib = _photos_folder(tmp_path / "calib", 30)
+    _assert_one_line_error(cli("quantize", "mobilenet_v2", "--alpha", "0.35", "--res", "64", "--calib-data",
+                               calib, "--method", "magic"), "unknown quantisation method 'magic'", "histogram")
+
+
+def test_cli_too_few_calibration_images_says_how_many(cli, tmp_path):
+    calib = _photos_folder(tmp_path / "calib", 10)
+    _assert_one_line_error(cli("quantize", "mobilenet_v2", "--alpha", "0.35", "--res", "64", "--calib-data",
+                               calib, "--method", "percentile"), "at least 32")
+
+
+def test_cli_wrong_channel_count(cli, tmp_path):
+    calib = _photos_folder(tmp_path / "calib", 30, gray=True)
+    _assert_one_line_error(cli("quantize", "mobilenet_v2", "--alpha", "0.35", "--res", "64", "--calib-data",
+                               calib), "grayscale", "3 channels")
+
+
+def test_cli_eval_labels_must_be_model_classes(cli, tmp_path):
+    calib = _photos_folder(tmp_path / "calib", 20)
+    ev = tmp_path / "eval"
+    for name in ("Egyptian cat", "not a class"):
+        _photos_folder(ev / name, 1)
+    _assert_one_line_error(cli("quantize", "mobilenet_v2", "--alpha", "0.35", "--res", "64", "--calib-data",
+                               calib, "--eval-data", ev), "'not a class'", "1000 classes")
+
+
+def test_cli_auto_needs_enough_images(cli, tmp_path):
+    calib = _photos_folder(tmp_path / "calib", 20)
+    ev = _photos_folder(tmp_path / "eval", 2)
+    _assert_one_line_error(cli("quantize", "mobilenet_v2", "--alpha", "0.35", "--res", "64", "--calib-data",
+                               calib, "--eval-data", ev, "--method", "auto"), "at least 48")
+
+
+@pytest.mark.slow
+def test_cli_quantize_end_to_end_json(cli, tmp_path):
+    calib = _photos_folder(tmp_path / "calib", 30)
+    out = tmp_path / "out"
+    r = cli("quantize", "mobilenet_v2", "--alpha", "0.35", "--res", "64", "--num-classes", "10",
+            "--calib-data", calib, "--calib-samples", "16", "--method", "minmax", "--layer-images", "2",
+            "--out", out, "--json")
+    assert r.code == 0, r
+    d = json.loads(r.out)
+    assert d["method"] == "minmax" and d["fidelity"]["outputs"]["images"] == 10  # 30 // 3 held back
+    assert (out / "fidelity.json").is_file() and (out / "fidelity_layers.png").is_file()
+    assert d["export"]["files"][0]["precision"] == "int8"
