@@ -186,6 +186,8 @@ def test_learns_fashion_mnist_and_checkpoints_round_trip(fmnist_small, tmp_path,
     two = _image_folder(tmp_path / "two", {"a": 40, "b": 40})
     _one_line_error(cli("train", *TINY, "--resume", out, "--data", two, "--epochs", "3"),
                     "class-count mismatch", "10 classes", "has 2")
+    _one_line_error(cli("train", "mobilenet_v2", "--resume", out), "holds a run of mobilenet_v1")
+    _one_line_error(cli("train", "mobilenet_v1", "--alpha", "0.5", "--resume", out), "without other knobs")
 
 
 def _config(data: Path, out: Path, **kw) -> TrainConfig:

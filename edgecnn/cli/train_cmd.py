@@ -146,7 +146,8 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 (TrainConfig, import
         if out is None:
             raise EdgeCNNError("--resume needs the run folder: --resume runs/NAME (or --out runs/NAME --resume)")
         saved = load_state(out)["config"]
-        return TrainConfig.from_dict({**saved, "out": str(out), "epochs": args.epochs or saved["epochs"],
+        return TrainConfig.from_dict({**saved, "model": args.model, "knobs": model_knobs(args),
+                                      "out": str(out), "epochs": args.epochs or saved["epochs"],
                                       "data": args.data or saved["data"], "workers": args.workers,
                                       "device": args.device})
     if not args.data:

@@ -478,8 +478,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
         state = load_state(cfg.out)
         saved = TrainConfig.from_dict({**state["config"], "epochs": cfg.epochs, "data": cfg.data,
                                        "out": cfg.out, "workers": cfg.workers, "device": cfg.device})
-        if saved.model != get_spec(cfg.model).name and get_spec(saved.model).name != get_spec(cfg.model).name:
+        if get_spec(saved.model).name != get_spec(cfg.model).name:
             raise EdgeCNNError(f"{cfg.out} holds a run of {saved.model}, not {cfg.model}")
+        if cfg.knobs and cfg.knobs != {k: v for k, v in saved.knobs.items() if k in cfg.knobs}:
+            raise EdgeCNNError(f"{cfg.out} holds a run with {saved.knobs}; resume it without other knobs")
         if cfg.epochs < state["epoch"]:
             raise EdgeCNNError(f"{cfg.out} already ran {state['epoch']} epochs; --epochs {cfg.epochs} is fewer")
         cfg = saved
