@@ -488,5 +488,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
     elif (Path(cfg.out) / STATE_FILE).exists() and not overwrite:
         raise EdgeCNNError(f"{cfg.out} already holds a run; continue it with --resume {cfg.out}, "
                            f"or pass --overwrite to start over")
-    with Progress(progress) as bar:
-        return _Run(cfg, state, bar, callbacks).run()
+    bar = Progress(progress)
+    run = _Run(cfg, state, bar, callbacks)  # data and model checks fail before any progress bar shows
+    with bar:
+        return run.run()
