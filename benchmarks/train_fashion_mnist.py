@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--v2-alpha", type=float, default=0.35, help="MobileNetV2 width: 0.35 or 0.5")
     p.add_argument("--minutes", type=float, default=GOAL_MINUTES, help="training budget per model (minutes)")
     p.add_argument("--epochs", type=int, default=None, help="fixed epochs instead of the budget")
+    p.add_argument("--res", type=int, default=COMMON["res"], help="input resolution in pixels (default 32)")
     p.add_argument("--limit-train", type=int, default=None, help="train on the first N images only (smoke runs)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's, = cores)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader workers (default: cores - 1)")
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.workers = args.workers if args.workers is not None else default_workers()
+    COMMON["res"] = args.res
     data = "fashion-mnist"
     if args.limit_train:
         data = str(subset_folder(args.out / "_work" / "fashion-mnist-train-subset", args.limit_train, 10000))
