@@ -38,7 +38,10 @@ def write_curves_png(path: Path, history: list[dict], title: str) -> Path:
     ax_acc.plot(epochs, [100 * r["train_top1"] for r in history], "o-", label="train (augmented)")
     ax_acc.plot(epochs, [100 * r["val_top1"] for r in history], "o-", label="val")
     ax_acc.set(xlabel="epoch", ylabel="top-1 %", title="accuracy")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)

@@ -443,7 +443,8 @@ class _Run:
         self.save_state()
         write_metrics_csv(self.out / "metrics.csv", self.history)
         write_curves_png(self.out / "curves.png", self.history,
-                         f"{self.cfg.model} {self.cfg.knobs or ''} on {self.data.source} at {self.res}px")
+                         " ".join([self.cfg.model, *(f"{k}={v}" for k, v in self.cfg.knobs.items()),
+                                   f"on {self.data.source} at {self.res} px"]))
 
     def _finish(self) -> TrainResult:
         test = None
