@@ -142,7 +142,7 @@ def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = 
     spec = get_spec(name)
     res = spec.check_res(res or default_res(name, **knobs))
     with torch.device("meta"):
-        model = create_model(spec.name, num_classes=num_classes or 1000, in_chans=in_chans, **knobs)
+        model = create_model(spec.name, num_classes=num_classes, in_chans=in_chans, **knobs)
     macs = model_stats(model, res=res).macs
     return {"name": spec.name, "knobs": resolve_knobs(spec, **knobs), "res": res,
             "num_classes": num_classes, "in_chans": in_chans,

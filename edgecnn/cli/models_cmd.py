@@ -16,7 +16,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "models", help="list every model with params and MACs at its default resolution",
         description="List every registered model with its parameter count and MACs "
-                    "(multiply-accumulates, batch 1) at its default resolution, 1000 classes.",
+                    "(multiply-accumulates, batch 1) at its default resolution and class count.",
         epilog="examples:\n  edgecnn models --family mobilenet_v1\n  edgecnn models --json\n"
                "  edgecnn models --markdown > table.md",
         formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,7 +45,7 @@ def describe(name: str, res: int | None = None, num_classes: int | None = None,
     """Everything ``info`` reports about one model, as a JSON-ready dict (MACs, bytes)."""
     spec = get_spec(name)
     with torch.device("meta"):
-        model = create_model(name, num_classes=num_classes or 1000, in_chans=in_chans, **knobs)
+        model = create_model(name, num_classes=num_classes, in_chans=in_chans, **knobs)
     cfg = model.edgecnn_config
     res = spec.check_res(res if res is not None else cfg.default_res)
     stats = model_stats(model, res=res)

@@ -122,7 +122,8 @@ class LeNet5(nn.Module):
 
 
 _COMMON = dict(family="lenet", builder=LeNet5, default_res=32, min_res=32, fixed_res=True,
-               default_in_chans=1, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0,
+               default_in_chans=1, default_num_classes=10, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5),
+               crop_pct=1.0,
                paper="LeCun et al. 1998, Proc. IEEE 86(11):2278-2324")
 register(ModelSpec(name="lenet5", knobs={"faithful": True}, aliases=("lenet",), **_COMMON))
 register(ModelSpec(name="lenet5_dense", knobs={"faithful": False}, **_COMMON))

@@ -37,6 +37,7 @@ class ModelSpec:
     min_res: int = 32
     fixed_res: bool = False
     default_in_chans: int = 3
+    default_num_classes: int = 1000
     knobs: dict[str, Any] = field(default_factory=dict)
     tunable: dict[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
@@ -151,15 +152,17 @@ def default_res(name: str, **user_knobs: Any) -> int:
     return spec.res_for(knobs) if spec.res_for else spec.default_res
 
 
-def create_model(name: str, *, num_classes: int = 1000, in_chans: int | None = None,
+def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None,
                  weights: str | None = None, **knobs: Any) -> nn.Module:
     """Build a zoo model by name.
 
-    ``knobs`` are the family's scaling arguments (``alpha`` for MobileNets, ``phi`` for EfficientNet,
+    ``num_classes`` and ``in_chans`` default to the variant's own (1000 and 3 for ImageNet models,
+    10 and 1 for LeNet-5). ``knobs`` are the family's scaling arguments (``alpha`` for MobileNets, ``phi`` for EfficientNet,
     ...); ``weights`` is ``"imagenet"``, a local file path, or ``None`` for random initialisation.
     """
     spec = get_spec(name)
-    num_classes = _check_positive_int("num_classes", num_classes)
+    num_classes = _check_positive_int(
+        "num_classes", spec.default_num_classes if num_classes is None else num_classes)
     in_chans = _check_positive_int("in_chans", spec.default_in_chans if in_chans is None else in_chans)
     resolved = resolve_knobs(spec, **knobs)
     model = spec.builder(num_classes=num_classes, in_chans=in_chans, **spec.knobs, **resolved)
