@@ -40,6 +40,8 @@ RECIPES = {  # name -> (activation method, cross-layer equalisation, bias correc
     "histogram": ("histogram", False, False),
     "histogram+bc": ("histogram", False, True),
     "histogram+cle+bc": ("histogram", True, True),
+    "percentile+bc": ("percentile", False, True),
+    "percentile+cle+bc": ("percentile", True, True),
 }
 
 
@@ -119,7 +121,7 @@ def run_photos(args) -> dict:
         result["methods"] = [evaluate(r, args.calib) for r in args.recipes.split(",")]
     if "counts" in parts:
         print(f"calibration count, recipe {args.default}:")
-        result["counts"] = [evaluate(args.default, n) for n in (50, 100, 200, 500)]
+        result["counts"] = [evaluate(args.default, int(n)) for n in args.counts.split(",")]
     if "tflite" in parts:
         from edgecnn.converters.tflite_runtime import TFLiteModel
         from edgecnn.quantize.ptq import to_tflite
@@ -178,7 +180,8 @@ def main() -> None:
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="torchvision mobilenet_v2-b0353104.pth")
     p.add_argument("--parts", default="methods,counts,tflite", help="comma list of methods, counts, tflite")
     p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma list of {', '.join(RECIPES)}")
-    p.add_argument("--default", default="histogram", choices=list(RECIPES), help="recipe for counts/tflite")
+    p.add_argument("--default", default="percentile", choices=list(RECIPES), help="recipe for counts/tflite")
+    p.add_argument("--counts", default="50,100,200,500", help="calibration counts for part counts")
     p.add_argument("--calib", type=int, default=200, help="calibration images per quantisation")
     p.add_argument("--folds", type=int, default=3, help="photo folds (whole photos held out)")
     p.add_argument("--views", type=int, default=50, help="views (photo + seeded crops) per photo")

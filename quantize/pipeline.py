@@ -26,6 +26,7 @@ from PIL import Image
 
 from edgecnn.data.transforms import Preprocess, list_images, load_image
 from edgecnn.errors import EdgeCNNError
+from edgecnn.quantize.methods import DEFAULT_METHOD
 
 DEFAULT_CALIB_SAMPLES = 200
 DEFAULT_EVAL_SAMPLES = 100
@@ -157,7 +158,7 @@ def load_eval(folder: Path, preprocess: Preprocess, labels: list[str] | None, nu
 
 
 def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: str | Path | None = None,
-             method: str = "histogram", cle: bool = False, bias_correction: bool = False,
+             method: str = DEFAULT_METHOD, cle: bool = False, bias_correction: bool = False,
              keep_float: Sequence[str] = (), calib_samples: int = DEFAULT_CALIB_SAMPLES,
              eval_samples: int = DEFAULT_EVAL_SAMPLES, layer_images: int = 8, io: str = "float32",
              layout: str = "nhwc", out: str | Path | None = None, weights: str | None = None,

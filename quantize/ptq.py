@@ -41,20 +41,9 @@ from torch.fx import GraphModule, Node
 from edgecnn.errors import EdgeCNNError
 from edgecnn.quantize.observers import PercentileObserver
 
-# Activation-range methods: name -> (observer class or None for PercentileObserver, what it does).
-METHODS = {
-    "minmax": "min/max of every calibration activation (per tensor)",
-    "percentile": "clip each activation to its 0.01%/99.99% percentiles (histogram based)",
-    "histogram": "range that minimises the L2 quantisation error of the activation histogram "
-                 "(PT2E HistogramObserver; litert-torch's default)",
-}
-# Fewest calibration images per method: tails and histograms need more samples than extremes.
-MIN_CALIB_IMAGES = {"minmax": 8, "percentile": 32, "histogram": 16}
-DEFAULT_METHOD = "histogram"
-# --method auto: candidates tried, and the share of calibration images held back to judge them.
-AUTO_CANDIDATES = ("minmax", "percentile", "histogram")
-AUTO_HOLDOUT = 0.25
-MIN_AUTO_IMAGES = 48  # 36 to calibrate (>= percentile's 32) + 12 to judge
+from edgecnn.quantize.methods import (AUTO_CANDIDATES, AUTO_HOLDOUT, DEFAULT_METHOD, METHODS,  # noqa: F401
+                                      MIN_AUTO_IMAGES, MIN_CALIB_IMAGES)
+
 LAYOUTS = ("nhwc", "nchw")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edgecnn.cli.common import add_model_args, emit_json, human_bytes, model_knobs, positive_int
+from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS
 
 EPILOG = """examples:
   edgecnn quantize mobilenet_v2 --weights imagenet --calib-data photos/ --eval-data val/
@@ -15,7 +16,7 @@ EPILOG = """examples:
 
 writes the export folder (int8 .tflite verified against PyTorch, labels, report.json) plus
 fidelity.json and fidelity_layers.png (per-layer SQNR, worst first).
-methods: minmax (>= 8 images), percentile (>= 32), histogram (L2-optimal ranges, >= 16, default),
+methods: minmax (>= 8 images), percentile (>= 32, default), histogram (L2-optimal ranges, >= 16),
 auto (tries the three on 75% of the calibration images, judges on the other 25%; >= 48).
 exit status: 0 ok, 1 the int8 file failed verification, 2 bad input."""
 
@@ -40,8 +41,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "calibration; e.g. --eval-data data/val")
     p.add_argument("--eval-samples", type=positive_int, default=100, metavar="N",
                    help="evaluation images to use (default 100); e.g. --eval-samples 500")
-    p.add_argument("--method", default="histogram",
-                   help="activation ranges: minmax, percentile, histogram (default) or auto; "
+    p.add_argument("--method", default=DEFAULT_METHOD,
+                   help=f"activation ranges: {', '.join(METHODS)} or auto (default {DEFAULT_METHOD}: "
+                        "closest to float on held-out photos, see benchmarks/quantize_fidelity.py); "
                         "e.g. --method auto")
     p.add_argument("--cle", action="store_true",
                    help="cross-layer equalisation first (Nagel et al. 2019; ReLU6 between equalised "
