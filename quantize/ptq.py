@@ -39,10 +39,9 @@ from torch import nn
 from torch.fx import GraphModule, Node
 
 from edgecnn.errors import EdgeCNNError
-from edgecnn.quantize.observers import PercentileObserver
-
 from edgecnn.quantize.methods import (AUTO_CANDIDATES, AUTO_HOLDOUT, DEFAULT_METHOD, METHODS,  # noqa: F401
                                       MIN_AUTO_IMAGES, MIN_CALIB_IMAGES)
+from edgecnn.quantize.observers import PercentileObserver
 
 LAYOUTS = ("nhwc", "nchw")
 
