@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import signal
 import statistics
 import tempfile
+import threading
 import sys
 import time
 import types
@@ -153,19 +155,48 @@ def latency_ms(path: Path, runs: int = LATENCY_RUNS, threads: int = LATENCY_THRE
 
 
 class _Stages:
-    """Stage timer with a rich status line on stderr; ``show=False`` keeps the terminal quiet."""
+    """Stage timer with a rich status line on stderr; ``show=False`` keeps the terminal quiet.
+
+    A Ctrl-C is also remembered: some converter internals swallow ``KeyboardInterrupt`` (or turn
+    it into their own error), so the end of every stage raises it again.
+    """
 
     def __init__(self, show: bool) -> None:
         from rich.console import Console
 
         self.console = Console(stderr=True, quiet=not show)
         self.times: dict[str, float] = {}
+        self.interrupted = False
+
+    @contextlib.contextmanager
+    def catching_interrupts(self) -> Iterator[None]:
+        """Record SIGINT while the export runs (main thread only), then restore the old handler."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            self.interrupted = True
+            raise KeyboardInterrupt
+
+        old = signal.signal(signal.SIGINT, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, old)
 
     @contextlib.contextmanager
     def __call__(self, name: str, what: str) -> Iterator[None]:
         t0 = time.perf_counter()
-        with self.console.status(f"[bold]{name}[/]: {what}"):
-            yield
+        try:
+            with self.console.status(f"[bold]{name}[/]: {what}"):
+                yield
+        except BaseException:
+            if self.interrupted:  # a converter turned the interrupt into its own error
+                raise KeyboardInterrupt from None
+            raise
+        if self.interrupted:
+            raise KeyboardInterrupt
         self.times[name] = round(time.perf_counter() - t0, 3)
         self.console.print(f"[green]done[/] {name:<9} {self.times[name]:6.1f} s  {what}")
 
@@ -195,8 +226,6 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
     Raises :class:`EdgeCNNError` for bad input or a failed conversion and
     :class:`VerificationError` (after writing the folder) when a file disagrees with PyTorch.
     """
-    from edgecnn.stats import model_stats
-
     precisions = _parse_list(quantize, PRECISIONS, "--quantize")
     ios = _parse_list(io, IO_TYPES, "--io")
     layout = _parse_list(layout, LAYOUTS, "--layout")[0]
@@ -214,6 +243,21 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
     if calib_data is not None and not Path(calib_data).expanduser().is_dir():
         raise EdgeCNNError(f"--calib-data {calib_data} does not exist or is not a directory")
     stages = _Stages(progress)
+    with stages.catching_interrupts():
+        return _export(stages, model_or_name, alpha=alpha, phi=phi, res=res, num_classes=num_classes,
+                       in_chans=in_chans, weights=weights, precisions=precisions, converter=converter, ios=ios,
+                       layout=layout, calib_data=calib_data, calib_samples=calib_samples,
+                       calib_method=calib_method, pixel_input=pixel_input, out=out, verify=verify,
+                       c_array=c_array, measure=measure, verbose=verbose)
+
+
+def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: float | None, res: int | None,
+            num_classes: int | None, in_chans: int | None, weights: str | None, precisions: list[str],
+            converter: str, ios: list[str], layout: str, calib_data: Any, calib_samples: int,
+            calib_method: str, pixel_input: bool, out: Any, verify: bool, c_array: bool, measure: bool,
+            verbose: bool) -> ExportReport:
+    """:func:`export` after its arguments are checked."""
+    from edgecnn.stats import model_stats
 
     with stages("build", "model, parameters and MACs"):
         knobs = {k: v for k, v in (("alpha", alpha), ("phi", phi)) if v is not None}

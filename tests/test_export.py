@@ -148,6 +148,26 @@ def test_interrupt_leaves_no_partial_folder(monkeypatch, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+def test_ctrl_c_swallowed_by_a_converter_still_stops_the_export(monkeypatch, tmp_path):
+    import os
+    import signal
+
+    import edgecnn.export as export_mod
+
+    class Swallowing:  # some converter internals catch KeyboardInterrupt and carry on
+        def convert(self, job, wanted):
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+            except BaseException:
+                pass
+            return [], {}
+
+    monkeypatch.setattr(export_mod, "_backend", lambda name: Swallowing())
+    with pytest.raises(KeyboardInterrupt):
+        edgecnn.export("mobilenet", alpha=0.25, res=64, out=tmp_path / "exp", progress=False)
+    assert leftovers(tmp_path) == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 # --- real conversions ----------------------------------------------------------------------------
 
 def _by_suffix(report) -> dict[str, dict]:
