@@ -158,13 +158,17 @@ def load_eval(folder: Path, preprocess: Preprocess, labels: list[str] | None, nu
 
 
 def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: str | Path | None = None,
-             method: str = DEFAULT_METHOD, cle: bool = False, bias_correction: bool = False,
+             method: str = DEFAULT_METHOD, cle: bool | None = None, bias_correction: bool | None = None,
              keep_float: Sequence[str] = (), calib_samples: int = DEFAULT_CALIB_SAMPLES,
              eval_samples: int = DEFAULT_EVAL_SAMPLES, layer_images: int = 8, io: str = "float32",
              layout: str = "nhwc", out: str | Path | None = None, weights: str | None = None,
              res: int | None = None, num_classes: int | None = None, in_chans: int | None = None,
              knobs: dict | None = None, progress: bool = True) -> QuantizeResult:
-    """Quantise to full int8 through :func:`edgecnn.export.export` and report its fidelity."""
+    """Quantise to full int8 through :func:`edgecnn.export.export` and report its fidelity.
+
+    ``cle``/``bias_correction`` None (default): on for zoo models (the most faithful recipe measured,
+    ``benchmarks/quantize_fidelity.py``), off for edgecnn checkpoints (not supported there yet).
+    """
     from edgecnn.converters.base import ConvertJob
     from edgecnn.data.calibration import calibration_images
     from edgecnn.export import _build, canonical_name, export, latency_ms
@@ -183,10 +187,18 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
     cfg = model.edgecnn_config
     res = cfg.spec.check_res(res if res is not None else cfg.default_res)
     preprocess = meta.preprocess if meta is not None and res == meta.preprocess.res else Preprocess.for_model(model, res)
-    if (cle or bias_correction) and meta is not None:
-        # export() takes an equalised nn.Module without the checkpoint's labels and normalisation
-        raise EdgeCNNError("--cle/--bias-correction work on zoo models (MODEL --weights W) only for now, "
-                           "not on edgecnn checkpoints; quantise the checkpoint without them")
+    notes = []
+    if meta is not None:
+        # export() would take an equalised nn.Module without the checkpoint's labels and normalisation
+        if cle or bias_correction:
+            raise EdgeCNNError("--cle/--bias-correction work on zoo models (MODEL --weights W) only for now, "
+                               "not on edgecnn checkpoints; quantise the checkpoint with --no-cle "
+                               "--no-bias-correction")
+        if cle is None or bias_correction is None:
+            notes.append("checkpoint: cross-layer equalisation and bias correction skipped (zoo models only)")
+        cle = bias_correction = False
+    cle = True if cle is None else cle
+    bias_correction = True if bias_correction is None else bias_correction
     if io not in ("float32", "int8"):
         raise EdgeCNNError(f"--io takes float32 or int8 here, got {io!r} (uint8 camera-byte files: "
                            f"edgecnn export --io uint8)")
@@ -239,7 +251,8 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
     fid = fidelity_report(model, q, int8_file, evalset.pixels, preprocess, evalset.labels,
                           graph_inputs=eval_inputs, layer_images=layer_images, progress=progress,
                           name=exported.name)
-    fid.extra = {"eval_source": evalset.source, "file": str(int8_file), "calibration": calib_set.source}
+    fid.extra = {"eval_source": evalset.source, "file": str(int8_file), "calibration": calib_set.source,
+                 "cle": cle, "bias_correction": bias_correction, "notes": notes}
     mixed = None
     if keep_float:
         from edgecnn.converters.tflite_runtime import TFLiteModel

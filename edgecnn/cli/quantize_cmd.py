@@ -11,11 +11,12 @@ EPILOG = """examples:
   edgecnn quantize mobilenet_v2 --weights imagenet --calib-data photos/ --eval-data val/
       int8 with the default recipe; eval/ has one sub-folder per class, named like the model's classes
   edgecnn quantize runs/fmnist/best.ckpt --calib-data data/train --method auto --json
-  edgecnn quantize mobilenet_v2 --weights W.pth --calib-data imgs/ --method histogram --bias-correction
+  edgecnn quantize mobilenet_v2 --weights W.pth --calib-data imgs/ --method histogram --no-cle
   edgecnn quantize mobilenet_v2 --weights W.pth --calib-data imgs/ --keep-float classifier.1
 
 writes the export folder (int8 .tflite verified against PyTorch, labels, report.json) plus
 fidelity.json and fidelity_layers.png (per-layer SQNR, worst first).
+zoo models get cross-layer equalisation + bias correction by default (--no-cle, --no-bias-correction).
 methods: minmax (>= 8 images), percentile (>= 32, default), histogram (L2-optimal ranges, >= 16),
 auto (tries the three on 75% of the calibration images, judges on the other 25%; >= 48).
 exit status: 0 ok, 1 the int8 file failed verification, 2 bad input."""
@@ -45,11 +46,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"activation ranges: {', '.join(METHODS)} or auto (default {DEFAULT_METHOD}: "
                         "closest to float on held-out photos, see benchmarks/quantize_fidelity.py); "
                         "e.g. --method auto")
-    p.add_argument("--cle", action="store_true",
+    p.add_argument("--cle", action=argparse.BooleanOptionalAction, default=None,
                    help="cross-layer equalisation first (Nagel et al. 2019; ReLU6 between equalised "
-                        "convs becomes ReLU); zoo models only")
-    p.add_argument("--bias-correction", action="store_true",
-                   help="correct each bias for the expected int8 weight-rounding error (zoo models only)")
+                        "convs becomes ReLU); default on for zoo models, off for checkpoints; --no-cle "
+                        "turns it off")
+    p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
+                   help="correct each bias for the expected int8 weight-rounding error; default on for "
+                        "zoo models, off for checkpoints")
     p.add_argument("--keep-float", action="append", default=[], metavar="LAYER",
                    help="also write a mixed-precision file with this layer in float (repeatable; names "
                         "as in the per-layer table); e.g. --keep-float classifier.1")
