@@ -166,8 +166,9 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
              knobs: dict | None = None, progress: bool = True) -> QuantizeResult:
     """Quantise to full int8 through :func:`edgecnn.export.export` and report its fidelity.
 
-    ``cle``/``bias_correction`` None (default): on for zoo models (the most faithful recipe measured,
-    ``benchmarks/quantize_fidelity.py``), off for edgecnn checkpoints (not supported there yet).
+    ``cle``/``bias_correction`` None (default): on for zoo models with weights (the most faithful recipe
+    measured, ``benchmarks/quantize_fidelity.py``), off for random weights and for edgecnn
+    checkpoints (not supported there yet).
     """
     from edgecnn.converters.base import ConvertJob
     from edgecnn.data.calibration import calibration_images
@@ -197,8 +198,9 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
         if cle is None or bias_correction is None:
             notes.append("checkpoint: cross-layer equalisation and bias correction skipped (zoo models only)")
         cle = bias_correction = False
-    cle = True if cle is None else cle
-    bias_correction = True if bias_correction is None else bias_correction
+    trained = meta is not None or weights is not None  # random weights: nothing to keep faithful to
+    cle = trained if cle is None else cle
+    bias_correction = trained if bias_correction is None else bias_correction
     if io not in ("float32", "int8"):
         raise EdgeCNNError(f"--io takes float32 or int8 here, got {io!r} (uint8 camera-byte files: "
                            f"edgecnn export --io uint8)")

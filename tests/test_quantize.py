@@ -209,3 +209,19 @@ def test_cli_quantize_end_to_end_json(cli, tmp_path):
     assert d["method"] == "minmax" and d["fidelity"]["outputs"]["images"] == 10  # 30 // 3 held back
     assert (out / "fidelity.json").is_file() and (out / "fidelity_layers.png").is_file()
     assert d["export"]["files"][0]["precision"] == "int8"
+    assert d["equalize"] is None  # random weights: no equalisation by default
+
+
+@pytest.mark.slow
+def test_cli_quantize_with_cle_and_keep_float(cli, tmp_path, mobilenet_v2_imagenet_file):
+    calib = _photos_folder(tmp_path / "calib", 30)
+    out = tmp_path / "out"
+    r = cli("quantize", "mobilenet_v2", "--weights", mobilenet_v2_imagenet_file, "--res", "64",
+            "--calib-data", calib, "--calib-samples", "20", "--method", "histogram", "--layer-images", "0",
+            "--keep-float", "classifier.1", "--out", out, "--json")
+    assert r.code == 0, r
+    d = json.loads(r.out)
+    assert d["equalize"]["pairs"] > 30 and d["equalize"]["bias_corrected_layers"] > 50
+    m = d["mixed_precision"]
+    assert m["bytes"] > m["int8_bytes"] + 3_000_000  # the 1280x1000 classifier in float32
+    assert 0 <= m["outputs"]["top1_agreement"] <= 1 and d["fidelity"]["layers"] == []
