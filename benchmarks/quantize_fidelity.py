@@ -116,6 +116,11 @@ def run_photos(args) -> dict:
         return row
 
     parts = set(args.parts.split(","))
+    wanted = max([args.calib] + ([int(n) for n in args.counts.split(",")] if "counts" in parts else []))
+    smallest = min(pool.shape[0] for pool, _ in folds)
+    if wanted > smallest:  # fail before hours of work, not after
+        raise SystemExit(f"{wanted} calibration images wanted but a fold has only {smallest} views to "
+                         f"calibrate on; raise --views (to {int(np.ceil(args.views * wanted / smallest))})")
     if "methods" in parts:
         print(f"methods, {args.calib} calibration images, eval on held-out photos:")
         result["methods"] = [evaluate(r, args.calib) for r in args.recipes.split(",")]
