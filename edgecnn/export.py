@@ -209,7 +209,7 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
            weights: str | None = None, quantize: str | Sequence[str] = ("float32", "int8"),
            converter: str = "litert", io: str | Sequence[str] = ("float32",), layout: str = "nhwc",
            calib_data: str | Path | None = None, calib_samples: int = DEFAULT_CALIB_SAMPLES,
-           calib_method: str = "histogram", pixel_input: bool = True, out: str | Path | None = None,
+           calib_method: str | None = None, pixel_input: bool = True, out: str | Path | None = None,
            verify: bool = True,
            c_array: bool = False, measure: bool = True, verbose: bool = False,
            progress: bool = True) -> ExportReport:
@@ -221,7 +221,8 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
     ``nhwc`` (apps) or ``nchw`` (PyTorch). ``pixel_input`` (default): every file takes pixel values
     0-255 and normalises inside the graph (what apps and MediaPipe feed); False keeps PyTorch's
     normalised input (float files; MediaPipe refuses per-channel normalisation). ``calib_method``: activation ranges of the litert back
-    end's int8 (:data:`edgecnn.quantize.ptq.METHODS`; onnx2tf always uses TFLite's min/max).
+    end's int8 (:data:`edgecnn.quantize.methods.METHODS`; default the quantiser's
+    ``DEFAULT_METHOD``; onnx2tf always uses TFLite's min/max).
     Without ``out`` the folder is ``exports/<name>/``.
     Raises :class:`EdgeCNNError` for bad input or a failed conversion and
     :class:`VerificationError` (after writing the folder) when a file disagrees with PyTorch.
@@ -232,10 +233,13 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
     converter = _parse_list(converter, CONVERTERS, "--converter")[0]
     if not isinstance(calib_samples, int) or calib_samples < 1:
         raise EdgeCNNError(f"--calib-samples must be an integer >= 1, got {calib_samples!r}")
-    if converter == "litert" and "int8" in precisions:
-        from edgecnn.quantize.ptq import MIN_CALIB_IMAGES, check_method
+    from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS, MIN_CALIB_IMAGES
 
-        if calib_samples < MIN_CALIB_IMAGES[check_method(calib_method)]:
+    calib_method = calib_method or DEFAULT_METHOD
+    if calib_method not in METHODS:
+        raise EdgeCNNError(f"--calib-method takes one of {', '.join(METHODS)}; got {calib_method!r}")
+    if converter == "litert" and "int8" in precisions:
+        if calib_samples < MIN_CALIB_IMAGES[calib_method]:
             raise EdgeCNNError(f"--calib-method {calib_method} needs --calib-samples >= "
                                f"{MIN_CALIB_IMAGES[calib_method]}, got {calib_samples}")
     if not pixel_input and "uint8" in ios and "int8" in precisions:

@@ -186,7 +186,7 @@ def _assert_really_int8(f: dict, io: str) -> None:
 def test_litert_every_precision_and_interface(tmp_path):
     out = tmp_path / "v1"
     report = edgecnn.export("mobilenet", alpha=0.25, res=128, quantize="float32,float16,dynamic,int8",
-                            io="float32,uint8,int8", calib_samples=16, out=out, progress=False)
+                            io="float32,uint8,int8", calib_samples=32, out=out, progress=False)
     files = _by_suffix(report)
     assert set(files) == {"float32", "float16", "dynamic_int8", "int8", "int8_uint8io", "int8_int8io"}
     assert files["float32"]["verification"]["max_rel_error"] <= 1e-3
@@ -216,7 +216,7 @@ def test_mediapipe_classifies_like_edgecnn_with_real_weights(tmp_path, mobilenet
 
     out = tmp_path / "v2"
     report = edgecnn.export("mobilenet_v2", weights=str(mobilenet_v2_imagenet_file), res=128, io="uint8",
-                            calib_samples=16, out=out, progress=False, measure=False)
+                            calib_samples=32, out=out, progress=False, measure=False)
     files = _by_suffix(report)
     assert report.trained and files["int8_uint8io"]["verification"]["passed"]
     _assert_really_int8(files["int8_uint8io"], "uint8")

@@ -6,6 +6,7 @@ import argparse
 
 from edgecnn.cli.common import (add_model_args, emit_json, human_bytes, human_count, model_knobs, positive_int,
                                 print_table)
+from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS, MIN_CALIB_IMAGES
 
 EPILOG = """examples:
   edgecnn export mobilenet --alpha 0.5 --res 160
@@ -49,9 +50,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "e.g. --calib-data data/train")
     p.add_argument("--calib-samples", type=positive_int, default=32, metavar="N",
                    help="number of calibration images (default 32); e.g. --calib-samples 200")
-    p.add_argument("--calib-method", choices=("histogram", "percentile", "minmax"), default="histogram",
-                   help="activation ranges for int8 on the litert back end: histogram (default, needs "
-                        ">= 16 images), percentile (>= 32), minmax (>= 8); e.g. --calib-method minmax")
+    p.add_argument("--calib-method", choices=tuple(METHODS), default=DEFAULT_METHOD,
+                   help="activation ranges for int8 on the litert back end (default %(default)s): "
+                        + "; ".join(f"{k} (>= {MIN_CALIB_IMAGES[k]} images): {v.replace('%', '%%')}" for k, v in METHODS.items())
+                        + "; e.g. --calib-method minmax")
     p.add_argument("--out", metavar="DIR",
                    help="output folder, replaced atomically (default exports/<name>, e.g. "
                         "exports/mobilenet_v1_0.50_160); e.g. --out app/src/main/assets/model")
