@@ -90,6 +90,8 @@ def test_checkpoint_training_folder_is_preferred_over_photos(tmp_path):
     _write_images(tmp_path / "train" / "a", 2)
     got = calibration_images(PP, 4, checkpoint_data=str(tmp_path / "train"))
     assert got.kind == "checkpoint" and len(got.pixels) == 2
+    got = calibration_images(PP, 4, checkpoint_data="no-such-dataset")
+    assert got.kind == "photos" and "'no-such-dataset' is not usable here" in got.source
 
 
 # --- bad input: one line, exit 2, nothing left behind -------------------------------------------

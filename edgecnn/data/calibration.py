@@ -5,7 +5,8 @@ The order of preference, first match wins:
 1. ``--calib-data DIR``: a folder of images, or of class sub-folders (searched recursively);
    unreadable files are skipped and counted, a folder without any readable image is an error
    that names the first bad file;
-2. the training data recorded in an edgecnn checkpoint, when it is a folder on this machine;
+2. the training data recorded in an edgecnn checkpoint (a folder, or a dataset name such as
+   ``fashion-mnist``), when it is available on this machine;
 3. real photos shipped by installed packages (:func:`edgecnn.data.photos.sample_photos`);
 4. synthetic images, with a loud warning: accuracy after int8 quantisation is then unknown
    (noise-calibrated MobileNets agree with float on ~0% of real photos).
@@ -94,16 +95,27 @@ def calibration_images(preprocess: Preprocess, n: int, *, calib_data: str | Path
         if not folder.is_dir():
             raise EdgeCNNError(f"--calib-data {folder} does not exist or is not a directory")
         return _folder_images(folder, n, preprocess, seed, "folder")
+    unusable = None
     if checkpoint_data and Path(checkpoint_data).expanduser().is_dir():
         return _folder_images(Path(checkpoint_data).expanduser(), n, preprocess, seed, "checkpoint")
+    if checkpoint_data:  # a dataset name such as "fashion-mnist"
+        from edgecnn.data.datasets import sample_images
+
+        try:
+            images = sample_images(checkpoint_data, n, seed=seed)
+        except EdgeCNNError as exc:
+            unusable = str(exc)
+        else:
+            return CalibrationSet(np.stack([preprocess.to_uint8(im) for im in images]), "checkpoint",
+                                  f"{len(images)} images of the checkpoint's training data {checkpoint_data!r}")
     photos = sample_photos(n, seed=seed)
     if photos:
         real = min(n, len(sample_photos()))
         note = f"{n} real photos from installed packages"
         if n > real:
             note = f"{real} real photos from installed packages, extended to {n} by seeded random crops"
-        if checkpoint_data:
-            note += f" (the checkpoint's training data {checkpoint_data!r} is not a folder here)"
+        if unusable:
+            note += f" (the checkpoint's training data {checkpoint_data!r} is not usable here: {unusable})"
         return CalibrationSet(np.stack([preprocess.to_uint8(im) for im in photos]), "photos", note)
     warnings.warn("no calibration images: neither --calib-data, nor checkpoint training data, nor a package "
                   "with photos (pip install scikit-image); calibrating int8 on SYNTHETIC images, so its "
