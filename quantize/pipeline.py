@@ -170,7 +170,7 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
     measured, ``benchmarks/quantize_fidelity.py``), off for random weights and for edgecnn
     checkpoints (not supported there yet).
     """
-    from edgecnn.converters.base import ConvertJob
+    from edgecnn.converters.base import ConvertJob, captured_output
     from edgecnn.data.calibration import calibration_images
     from edgecnn.export import _build, canonical_name, export, latency_ms
     from edgecnn.quantize.equalize import equalize_model
@@ -263,7 +263,10 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
 
         q_mixed = quantize_pt2e(graph, graph_calib, method=method, layout=layout, progress=progress,
                                 keep_float=[prefix + k for k in keep_float])
-        path = write_bytes(Path(exported.out_dir) / f"{exported.name}_int8_mixed_int8io.tflite", to_tflite(q_mixed))
+        with tempfile.TemporaryDirectory(prefix="edgecnn-mixed-") as logs, \
+                captured_output(Path(logs) / "converter.log", verbose=False):  # litert-torch prints
+            data = to_tflite(q_mixed)
+        path = write_bytes(Path(exported.out_dir) / f"{exported.name}_int8_mixed_int8io.tflite", data)
         ref = predict(model, preprocess.normalize(evalset.pixels)).numpy()
         full_ms = exported.files[0].get("latency_ms") or latency_ms(int8_file)
         mixed = {"file": str(path), "keep_float": list(keep_float), "bytes": path.stat().st_size,

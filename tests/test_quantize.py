@@ -178,7 +178,7 @@ def test_cli_too_few_calibration_images_says_how_many(cli, tmp_path):
 def test_cli_wrong_channel_count(cli, tmp_path):
     calib = _photos_folder(tmp_path / "calib", 30, gray=True)
     _assert_one_line_error(cli("quantize", "mobilenet_v2", "--alpha", "0.35", "--res", "64", "--calib-data",
-                               calib), "grayscale", "3 channels")
+                               calib, "--method", "minmax"), "grayscale", "3 channels")
 
 
 def test_cli_eval_labels_must_be_model_classes(cli, tmp_path):
@@ -187,7 +187,7 @@ def test_cli_eval_labels_must_be_model_classes(cli, tmp_path):
     for name in ("Egyptian cat", "not a class"):
         _photos_folder(ev / name, 1)
     _assert_one_line_error(cli("quantize", "mobilenet_v2", "--alpha", "0.35", "--res", "64", "--calib-data",
-                               calib, "--eval-data", ev), "'not a class'", "1000 classes")
+                               calib, "--eval-data", ev, "--method", "minmax"), "'not a class'", "1000 classes")
 
 
 def test_cli_auto_needs_enough_images(cli, tmp_path):
