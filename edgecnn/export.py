@@ -78,9 +78,16 @@ class ExportReport:
 
 
 def canonical_name(config: Any, res: int) -> str:
-    """``mobilenet_v1_0.50_160``: model name, knob values (alpha as ``%.2f``), resolution."""
+    """``mobilenet_v1_0.50_160``: model name, knob values (alpha as ``%.2f``), resolution.
+
+    The scaling knobs (alpha, phi) always appear; other knobs (e.g. ``aux_logits``) only when they
+    differ from the model's default.
+    """
     parts = [config.name]
+    defaults = config.spec.tunable
     for key, value in config.knobs.items():
+        if key not in ("alpha", "phi") and value == defaults.get(key):
+            continue
         text = f"{value:.2f}" if isinstance(value, float) else str(value)
         parts.append(text if key == "alpha" else f"{key}{text}")
     return "_".join(parts + [str(res)])
@@ -120,7 +127,7 @@ def _build(model_or_name: str | nn.Module | Path, knobs: dict, weights: str | No
                 raise EdgeCNNError(f"{path} is a checkpoint of {meta.model}, not {spec.name}")
             knobs = {**meta.knobs, **knobs}
             num_classes, in_chans = num_classes or meta.num_classes, in_chans or meta.in_chans
-    model = create_model(spec.name, num_classes=num_classes or 1000, in_chans=in_chans, weights=weights, **knobs)
+    model = create_model(spec.name, num_classes=num_classes, in_chans=in_chans, weights=weights, **knobs)
     described = "random initialisation" if weights is None else str(weights)
     return model.eval(), meta, described, weights is not None
 
