@@ -194,7 +194,7 @@ def quantize_pt2e(model: nn.Module, calib: torch.Tensor, *, method: str = DEFAUL
     _fuse_conv_bn_(float_graph)  # as prepare_pt2e does, so conv outputs pair up with the int8 graph's
     graph = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
-        for i in _progress(range(calib.shape[0]), f"calibrating ({method})", progress):
+        for i in progress_range(range(calib.shape[0]), f"calibrating ({method})", progress):
             graph(calib[i:i + 1])
     graph = convert_pt2e(graph, fold_quantize=False)
     module, sample = graph, calib[:1].contiguous()
@@ -244,7 +244,7 @@ def to_tflite(q: QuantizedModel) -> bytes:
     return edge.model_content()
 
 
-def _progress(items: range, label: str, enabled: bool):
+def progress_range(items: range, label: str, enabled: bool):
     """Iterate ``items`` under a rich progress bar (on stderr) when ``enabled``."""
     if not enabled:
         yield from items

@@ -103,10 +103,10 @@ def layer_sqnr(q, images: torch.Tensor, progress: bool = False) -> list[LayerFid
                                          and isinstance(getattr(ref_model, a.target), OutputLogger)]
     signal: dict[Any, float] = {}
     noise: dict[Any, float] = {}
-    from edgecnn.quantize.ptq import _progress
+    from edgecnn.quantize.ptq import progress_range
 
     with torch.no_grad():
-        for i in _progress(range(images.shape[0]), "per-layer SQNR", progress):
+        for i in progress_range(range(images.shape[0]), "per-layer SQNR", progress):
             ref_model(images[i:i + 1])
             act_model(images[i:i + 1])
             ref, act = extract_results_from_loggers(ref_model), extract_results_from_loggers(act_model)
