@@ -31,13 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edgecnn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"edgecnn.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"edgecnn.cli.{name}":
-                raise
-            continue  # command not built yet in this checkout
-        module.add_parser(sub)
+        importlib.import_module(f"edgecnn.cli.{name}").add_parser(sub)
     return parser
 
 
