@@ -96,9 +96,7 @@ def calibration_images(preprocess: Preprocess, n: int, *, calib_data: str | Path
             raise EdgeCNNError(f"--calib-data {folder} does not exist or is not a directory")
         return _folder_images(folder, n, preprocess, seed, "folder")
     unusable = None
-    if checkpoint_data and Path(checkpoint_data).expanduser().is_dir():
-        return _folder_images(Path(checkpoint_data).expanduser(), n, preprocess, seed, "checkpoint")
-    if checkpoint_data:  # a dataset name such as "fashion-mnist"
+    if checkpoint_data:  # an image folder, an IDX/CIFAR folder or a name such as "fashion-mnist"
         from edgecnn.data.datasets import sample_images
 
         try:
