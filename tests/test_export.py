@@ -94,6 +94,19 @@ def test_checkpoint_training_folder_is_preferred_over_photos(tmp_path):
     assert got.kind == "photos" and "'no-such-dataset' is not usable here" in got.source
 
 
+def test_checkpoint_dataset_folder_calibrates_from_its_images(tmp_path):
+    from edgecnn.benchmarks.train_fashion_mnist import subset_folder
+    from edgecnn.data.datasets import fashion_mnist_dirs, is_idx_folder
+
+    if not any(is_idx_folder(d) for d in fashion_mnist_dirs()):
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    idx = subset_folder(tmp_path / "fmnist", 64, 16)  # an IDX folder: no image files in it
+    pre = Preprocess(res=32, mean=(0.286,), std=(0.353,), crop_pct=1.0, in_chans=1)
+    got = calibration_images(pre, 8, checkpoint_data=str(idx))
+    assert got.kind == "checkpoint" and got.pixels.shape == (8, 32, 32, 1)
+    assert got.pixels.std() > 10  # real garment images, not a blank fill
+
+
 # --- bad input: one line, exit 2, nothing left behind -------------------------------------------
 
 def _one_error_line(err: str, message: str) -> bool:

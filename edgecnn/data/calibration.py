@@ -96,7 +96,10 @@ def calibration_images(preprocess: Preprocess, n: int, *, calib_data: str | Path
             raise EdgeCNNError(f"--calib-data {folder} does not exist or is not a directory")
         return _folder_images(folder, n, preprocess, seed, "folder")
     unusable = None
-    if checkpoint_data:  # an image folder, an IDX/CIFAR folder or a name such as "fashion-mnist"
+    folder = Path(checkpoint_data).expanduser() if checkpoint_data else None
+    if folder is not None and folder.is_dir() and list_images(folder):
+        return _folder_images(folder, n, preprocess, seed, "checkpoint")
+    if checkpoint_data:  # an IDX or CIFAR folder, or a dataset name such as "fashion-mnist"
         from edgecnn.data.datasets import sample_images
 
         try:
