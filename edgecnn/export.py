@@ -101,9 +101,12 @@ def _parse_list(value: str | Sequence[str], allowed: Sequence[str], what: str) -
     return list(dict.fromkeys(items))
 
 
-def _build(model_or_name: str | nn.Module | Path, knobs: dict, weights: str | None, num_classes: int | None,
-           in_chans: int | None) -> tuple[nn.Module, Any, str, bool]:
-    """(model, checkpoint meta or None, weights description, trained?)."""
+def build_model(model_or_name: str | nn.Module | Path, knobs: dict, weights: str | None, num_classes: int | None,
+                in_chans: int | None) -> tuple[nn.Module, Any, str, bool]:
+    """The model to export from a name, an edgecnn checkpoint or a built module (shared with quantize).
+
+    Returns (model, checkpoint meta or None, weights description, trained?).
+    """
     from edgecnn.checkpoint import is_checkpoint, load_checkpoint, read_meta
     from edgecnn.models import create_model, get_spec
 
@@ -272,7 +275,7 @@ def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: fl
 
     with stages("build", "model, parameters and MACs"):
         knobs = {k: v for k, v in (("alpha", alpha), ("phi", phi)) if v is not None}
-        model, meta, weights_desc, trained = _build(model_or_name, knobs, weights, num_classes, in_chans)
+        model, meta, weights_desc, trained = build_model(model_or_name, knobs, weights, num_classes, in_chans)
         config = model.edgecnn_config
         if res is None:
             res = meta.preprocess.res if meta is not None else config.default_res

@@ -128,11 +128,11 @@ def _load(files: Sequence[Path], preprocess: Preprocess) -> tuple[np.ndarray, li
 def load_eval(folder: Path, preprocess: Preprocess, labels: list[str] | None, num_classes: int,
               n: int, seed: int = 0) -> EvalSet:
     """``--eval-data``: class sub-folders (labelled; names must be model classes) or plain images."""
-    from edgecnn.data.datasets import _class_dirs
+    from edgecnn.data.datasets import class_dirs
 
     if not folder.is_dir():
         raise EdgeCNNError(f"--eval-data {folder} does not exist or is not a directory")
-    classes = _class_dirs(folder)
+    classes = class_dirs(folder)
     pairs: list[tuple[Path, int]] = []
     if classes:
         lookup = {name.lower(): i for i, name in enumerate(labels or [])}
@@ -172,7 +172,7 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
     """
     from edgecnn.converters.base import ConvertJob, captured_output
     from edgecnn.data.calibration import calibration_images
-    from edgecnn.export import _build, canonical_name, export, latency_ms
+    from edgecnn.export import build_model, canonical_name, export, latency_ms
     from edgecnn.quantize.equalize import equalize_model
     from edgecnn.quantize.ptq import (MIN_AUTO_IMAGES, MIN_CALIB_IMAGES, check_method, choose_method,
                                       quantize_pt2e, to_tflite)
@@ -184,7 +184,7 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
     calib_dir = Path(calib_data).expanduser()
     if not calib_dir.is_dir():
         raise EdgeCNNError(f"--calib-data {calib_dir} does not exist or is not a directory")
-    model, meta, _, _ = _build(model_or_name, dict(knobs or {}), weights, num_classes, in_chans)
+    model, meta, _, _ = build_model(model_or_name, dict(knobs or {}), weights, num_classes, in_chans)
     cfg = model.edgecnn_config
     res = cfg.spec.check_res(res if res is not None else cfg.default_res)
     preprocess = meta.preprocess if meta is not None and res == meta.preprocess.res else Preprocess.for_model(model, res)

@@ -235,7 +235,8 @@ def _readable(path: Path) -> str | None:
         return f"{exc.__class__.__name__}: {exc}"
 
 
-def _class_dirs(folder: Path) -> list[Path]:
+def class_dirs(folder: Path) -> list[Path]:
+    """The class sub-folders of an image folder, sorted (hidden folders ignored)."""
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
@@ -300,7 +301,7 @@ def load_image_folder(folder: Path, val_split: float, seed: int, max_unreadable:
     """An image folder with class sub-folders (see the module docstring)."""
     has_splits = (folder / "train").is_dir()
     root = folder / "train" if has_splits else folder
-    classes = [p.name for p in _class_dirs(root)]
+    classes = [p.name for p in class_dirs(root)]
     if not classes:
         raise EdgeCNNError(f"{root} has no class sub-folders; expected {root}/<class name>/<images>")
     if len(classes) < 2:
@@ -311,7 +312,7 @@ def load_image_folder(folder: Path, val_split: float, seed: int, max_unreadable:
         sub = folder / name if has_splits else folder
         if not sub.is_dir():
             continue
-        extra = sorted(set(p.name for p in _class_dirs(sub)) - set(classes))
+        extra = sorted(set(p.name for p in class_dirs(sub)) - set(classes))
         if extra:
             raise EdgeCNNError(f"{sub} has class folders that train/ lacks: {', '.join(extra)}")
         splits[name], n = _folder_split(sub, classes, bad)
