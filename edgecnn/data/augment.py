@@ -1,4 +1,4 @@
-"""Training augmentation: random resized crop, horizontal flip, optional colour jitter (Pillow).
+"""Training augmentation: random resized crop, horizontal flip, optional colour jitter, random erasing.
 
 Each sample's randomness comes from its own seed (see :class:`edgecnn.train.loader.EpochSampler`),
 not from a worker's global RNG, so an epoch's augmented images are identical whatever the number of
@@ -25,6 +25,8 @@ class TrainTransform:
     ``scale`` bounds the crop's area as a fraction of the image, ``ratio`` its aspect ratio (as in
     Inception/torchvision's RandomResizedCrop); ``color_jitter`` is the strength of random
     brightness, contrast and saturation changes (factor drawn from [1 - j, 1 + j]; 0 = off).
+    ``random_erase`` is the probability of random erasing (Zhong et al. 2017): one rectangle of
+    2-33% of the image, aspect 0.3-3.3, set to the mean (0 after normalisation); 0 = off.
     """
 
     preprocess: Preprocess
@@ -32,6 +34,7 @@ class TrainTransform:
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: bool = True
     color_jitter: float = 0.0
+    random_erase: float = 0.0
 
     def crop_box(self, width: int, height: int, g: torch.Generator) -> tuple[float, float, float, float]:
         """A random (left, top, right, bottom) box; the whole image when ten tries do not fit."""
@@ -62,4 +65,24 @@ class TrainTransform:
             for enhancer, factor in zip(enhancers, factors.tolist()):
                 image = enhancer(image).enhance(factor)
         arr = np.asarray(image, dtype=np.uint8)
-        return p.normalize(arr[:, :, None] if arr.ndim == 2 else arr)[0]
+        x = p.normalize(arr[:, :, None] if arr.ndim == 2 else arr)[0]
+        if self.random_erase > 0 and torch.rand(1, generator=g).item() < self.random_erase:
+            x = erase(x, g)
+        return x
+
+
+def erase(x: torch.Tensor, g: torch.Generator, scale: tuple[float, float] = (0.02, 1 / 3),
+          ratio: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+    """``x`` (C, H, W) with one random rectangle zeroed (the dataset mean once normalised)."""
+    _, h, w = x.shape
+    for _ in range(10):
+        u = torch.rand(4, generator=g).tolist()
+        area = h * w * (scale[0] + (scale[1] - scale[0]) * u[0])
+        aspect = math.exp(math.log(ratio[0]) + (math.log(ratio[1]) - math.log(ratio[0])) * u[1])
+        eh, ew = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+        if 0 < eh < h and 0 < ew < w:
+            top, left = int(u[2] * (h - eh + 1)), int(u[3] * (w - ew + 1))
+            x = x.clone()
+            x[:, top:top + eh, left:left + ew] = 0
+            return x
+    return x

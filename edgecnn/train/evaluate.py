@@ -74,10 +74,12 @@ def evaluate(predict: Callable[[torch.Tensor], torch.Tensor | np.ndarray], batch
                       images_per_s=seen / max(model_s, 1e-9), end_to_end_images_per_s=seen / max(wall, 1e-9))
 
 
-def torch_predictor(model: torch.nn.Module, device: torch.device, channels_last: bool = False,
+def torch_predictor(model: torch.nn.Module, device: torch.device, channels_last: bool = True,
                     amp_dtype: torch.dtype | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A ``predict`` for :func:`evaluate`: eval mode, no grad, on ``device``."""
+    """A ``predict`` for :func:`evaluate`: eval mode, no grad, on ``device``, NHWC memory by default."""
     model.eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def predict(x: torch.Tensor) -> torch.Tensor:

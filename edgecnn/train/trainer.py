@@ -102,6 +102,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def train_transform(cfg: TrainConfig, preprocess: Preprocess) -> TrainTransform:
+    """The augmentation ``cfg`` asks for, ending in ``preprocess``'s normalisation."""
+    return TrainTransform(preprocess, scale=(cfg.crop_scale, 1.0), hflip=cfg.hflip,
+                          color_jitter=cfg.color_jitter, random_erase=cfg.random_erase)
+
+
 def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     """Autocast dtype: bf16 where supported, else fp16 (CUDA/MPS); ``None`` when AMP is off."""
     on = cfg.amp if cfg.amp is not None else device.type == "cuda"
@@ -234,7 +240,7 @@ class _Run:
         self.preprocess = Preprocess.from_dict(state["preprocess"]) if state else self._preprocess()
         self.device = resolve_device(cfg.device)
         self.amp = amp_dtype(cfg, self.device)
-        self.channels_last = cfg.channels_last if cfg.channels_last is not None else self.device.type == "cuda"
+        self.channels_last = cfg.channels_last is not False  # None (default): on, faster on CPU and GPU
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -244,8 +250,7 @@ class _Run:
                                f"{cfg.batch_size}; lower the batch size")
         workers = cfg.workers if cfg.workers is not None else default_workers()
         pin = self.device.type == "cuda"
-        transform = TrainTransform(self.preprocess, scale=(cfg.crop_scale, 1.0), hflip=cfg.hflip,
-                                   color_jitter=cfg.color_jitter)
+        transform = train_transform(cfg, self.preprocess)
         self.loader, self.sampler = train_loader(train_split, transform, cfg.batch_size, cfg.seed, workers, pin)
         self.val_loader = eval_loader(self.data.split("val"), self.preprocess, cfg.eval_batch_size, workers, pin)
         self.steps_per_epoch = len(train_split) // cfg.batch_size
@@ -455,7 +460,7 @@ class _Run:
             best.to(self.device)
             loader = eval_loader(self.data.split("test"), self.preprocess, self.cfg.eval_batch_size,
                                  self.val_loader.num_workers)
-            predict = torch_predictor(best, self.device, False, self.amp)
+            predict = torch_predictor(best, self.device, self.channels_last, self.amp)
             result = evaluate(predict, loader, self.data.num_classes, self.progress, "  test")
             test = result.to_dict(self.data.classes)
             meta.extra["test_top1"], meta.extra["test_top5"] = result.top1, result.top5
