@@ -8,7 +8,10 @@ split by photo (whole photos held out, in ``--folds`` folds), and each photo con
 random views (``edgecnn.data.photos.sample_photos``: item i >= P is a crop of photo i mod P).
 Part ``counts``: the default method with 50/100/200/500 calibration images. Part ``tflite``:
 the chosen default converted to ``.tflite`` and run with ai-edge-litert, to check that the
-PyTorch-simulated int8 numbers above match the real file.
+PyTorch-simulated int8 numbers above match the real file. Part ``latency``: edgecnn's default
+int8 file against the two files users made before edgecnn (litert-torch PT2E with its default
+histogram ranges; onnx2tf's TFLite-converter int8), all written by ``edgecnn.export`` (pixel input,
+NHWC, float I/O) and timed with LiteRT/XNNPACK in alternating rounds, one process per measurement.
 
 With ``--checkpoint CKPT --eval-data DATA`` (an edgecnn checkpoint and a labelled set that
 ``edgecnn.data.datasets.open_dataset`` opens, e.g. ``fashion-mnist``) it instead quantises the
@@ -16,6 +19,7 @@ trained model, calibrating on the training split, and reports float and int8 top
 split (all of it unless ``--eval-samples``).
 
     nice python benchmarks/quantize_fidelity.py --parts methods,counts,tflite
+    python benchmarks/quantize_fidelity.py --parts latency --out benchmarks/results/int8_latency.json
     nice python benchmarks/quantize_fidelity.py --checkpoint runs/fmnist_v2/best.ckpt --eval-data fashion-mnist
 
 Results: printed, and saved to ``benchmarks/results/quantize_fidelity*.json``.
@@ -177,13 +181,61 @@ def run_checkpoint(args) -> dict:
         result["methods"].append(m)
         print(f"  {recipe:<18} top-1 float {100 * m['float_top1']:.2f}% -> int8 {100 * m['int8_top1']:.2f}% "
               f"(agreement {100 * m['top1_agreement']:.2f}%, SQNR {m['sqnr_db']:.1f} dB)", flush=True)
+    if "latency" in parts:
+        result["latency"] = int8_latency(model, args)
     return result
+
+
+def int8_latency(model, args) -> dict:
+    """Median LiteRT latency (ms) of edgecnn's default int8 file vs the pre-edgecnn recipes, same run."""
+    import statistics
+    import tempfile
+
+    import edgecnn
+    from edgecnn.benchmarks.measure import Protocol
+    from edgecnn.benchmarks.runtimes import run_point
+    from edgecnn.data.calibration import calibration_images
+    from edgecnn.data.transforms import Preprocess
+    from edgecnn.quantize.equalize import equalize_model
+
+    pp = Preprocess.for_model(model, 224)
+    calib = pp.normalize(calibration_images(pp, args.calib).pixels)
+    equalized, _ = equalize_model(model, calib)
+    recipes = {"edgecnn default (percentile + CLE + bias correction, litert)": (equalized, "litert", "percentile"),
+               "litert-torch PT2E default (histogram)": (model, "litert", "histogram"),
+               "onnx2tf (TFLite converter int8)": (model, "onnx2tf", None)}
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="edgecnn-int8-latency-") as tmp:
+        for i, (name, (m, converter, method)) in enumerate(recipes.items()):
+            r = edgecnn.export(m, quantize="int8", converter=converter, calib_method=method,
+                               calib_samples=args.calib, out=Path(tmp) / str(i), progress=False, measure=False)
+            rows[name] = {"path": r.files[0]["path"], "bytes": r.files[0]["bytes"], "ms": []}
+        for _ in range(args.latency_rounds):  # alternate files so drifts in machine load hit all of them
+            for row in rows.values():
+                point = {"runtime": "litert", "path": row["path"], "threads": args.latency_threads,
+                         "protocol": Protocol(num_runs=100).to_dict()}
+                got = run_point(point)
+                if got.get("status") != "ok":
+                    raise SystemExit(f"{row['path']}: {got.get('error')}")
+                row["ms"].append(got["median_ms"])
+    base = statistics.median(next(iter(rows.values()))["ms"])
+    print(f"int8 MobileNetV2 1.0/224 latency, LiteRT {args.latency_threads} threads, median of "
+          f"{args.latency_rounds} alternating rounds:")
+    for name, row in rows.items():
+        row.pop("path")  # a temporary folder
+        row["median_ms"] = statistics.median(row["ms"])
+        row["edgecnn_vs_this"] = base / row["median_ms"]
+        print(f"  {name:<62} {row['median_ms']:6.3f} ms  {row['bytes']:>9,} B  edgecnn/this {row['edgecnn_vs_this']:.3f}x")
+    return {"threads": args.latency_threads, "rounds": args.latency_rounds, "files": rows}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="torchvision mobilenet_v2-b0353104.pth")
-    p.add_argument("--parts", default="methods,counts,tflite", help="comma list of methods, counts, tflite")
+    p.add_argument("--parts", default="methods,counts,tflite",
+                   help="comma list of methods, counts, tflite, latency")
+    p.add_argument("--latency-threads", type=int, default=2, help="LiteRT threads for part latency")
+    p.add_argument("--latency-rounds", type=int, default=5, help="alternating rounds for part latency")
     p.add_argument("--recipes", default=",".join(RECIPES), help=f"comma list of {', '.join(RECIPES)}")
     p.add_argument("--default", default="percentile", choices=list(RECIPES), help="recipe for counts/tflite")
     p.add_argument("--counts", default="50,100,200,500", help="calibration counts for part counts")

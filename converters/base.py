@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -111,6 +111,7 @@ class ConvertJob:
     verbose: bool = False
     calib_method: str = "histogram"  # activation ranges of full int8 (edgecnn.quantize.ptq.METHODS)
     pixel_input: bool = True
+    quantized: Any = None  # a ready int8 PT2E graph (QAT's QuantizedModel): litert converts it as is
 
     @property
     def log_path(self) -> Path:

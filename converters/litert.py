@@ -134,8 +134,16 @@ class LiteRTConverter(Converter):
                     done[v] = Converted(v, data, s)
         int8 = [v for v in wanted if v.precision == "int8"]
         if int8:
-            with self.stage(job, "quantising to full int8 with PT2E"):
-                native, sec = timed(_pt2e_int8, graph, calib, job.layout, job.calib_method)
+            if job.quantized is not None:
+                from edgecnn.quantize.ptq import to_tflite
+
+                with self.stage(job, "converting the quantisation-aware-trained int8 graph"):
+                    native, sec = timed(to_tflite, job.quantized)
+            else:
+                with self.stage(job, "quantising to full int8 with PT2E"):
+                    native, sec = timed(_pt2e_int8, graph, calib, job.layout, job.calib_method)
+            with self.stage(job, "int8 interfaces"):
+                native = bytes(native)
                 with_float_io = float_io(native)
                 for v in int8:  # litert-torch writes int8 I/O; the others start from float I/O
                     data = native if v.io == "int8" else set_int_io(with_float_io, v.io, job.scratch)

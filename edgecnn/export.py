@@ -102,9 +102,10 @@ def _parse_list(value: str | Sequence[str], allowed: Sequence[str], what: str) -
 
 
 def build_model(model_or_name: str | nn.Module | Path, knobs: dict, weights: str | None, num_classes: int | None,
-                in_chans: int | None) -> tuple[nn.Module, Any, str, bool]:
+                in_chans: int | None, meta: Any = None) -> tuple[nn.Module, Any, str, bool]:
     """The model to export from a name, an edgecnn checkpoint or a built module (shared with quantize).
 
+    ``meta``: with a built module, the checkpoint metadata it came from (labels, normalisation, data).
     Returns (model, checkpoint meta or None, weights description, trained?).
     """
     from edgecnn.checkpoint import is_checkpoint, load_checkpoint, read_meta
@@ -113,7 +114,7 @@ def build_model(model_or_name: str | nn.Module | Path, knobs: dict, weights: str
     if isinstance(model_or_name, nn.Module):
         if not hasattr(model_or_name, "edgecnn_config"):
             raise EdgeCNNError("export needs a model built by edgecnn.create_model (it carries model.edgecnn_config)")
-        return model_or_name.eval(), None, weights or "as given (nn.Module)", True
+        return model_or_name.eval(), meta, weights or "as given (nn.Module)", True
     if is_checkpoint(model_or_name):
         model, meta = load_checkpoint(model_or_name)
         return model.eval(), meta, f"checkpoint {model_or_name}", True
@@ -220,9 +221,8 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
            converter: str = "litert", io: str | Sequence[str] = ("float32",), layout: str = "nhwc",
            calib_data: str | Path | None = None, calib_samples: int = DEFAULT_CALIB_SAMPLES,
            calib_method: str | None = None, pixel_input: bool = True, out: str | Path | None = None,
-           verify: bool = True,
-           c_array: bool = False, measure: bool = True, verbose: bool = False,
-           progress: bool = True) -> ExportReport:
+           verify: bool = True, c_array: bool = False, measure: bool = True, verbose: bool = False,
+           progress: bool = True, meta: Any = None, quantized: Any = None) -> ExportReport:
     """Convert a model to ``.tflite`` files, verify them on real images and write an app-ready folder.
 
     ``model_or_name``: a zoo name (``"mobilenet"``), an edgecnn checkpoint path, or a model from
@@ -233,6 +233,11 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
     normalised input (float files; MediaPipe refuses per-channel normalisation). ``calib_method``: activation ranges of the litert back
     end's int8 (:data:`edgecnn.quantize.methods.METHODS`; default the quantiser's
     ``DEFAULT_METHOD``; onnx2tf always uses TFLite's min/max).
+    ``meta``: with an ``nn.Module``, the checkpoint metadata (labels, normalisation, training data) it
+    carries, e.g. for a checkpoint's model after cross-layer equalisation. ``quantized``: an int8
+    PT2E graph of this model already made (quantisation-aware training,
+    :class:`edgecnn.quantize.ptq.QuantizedModel` with the same layout and pixel input) that the litert
+    back end converts instead of calibrating one.
     Without ``out`` the folder is ``exports/<name>/``.
     Raises :class:`EdgeCNNError` for bad input or a failed conversion and
     :class:`VerificationError` (after writing the folder) when a file disagrees with PyTorch.
@@ -254,6 +259,9 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
                                f"{MIN_CALIB_IMAGES[calib_method]}, got {calib_samples}")
     if not pixel_input and "uint8" in ios and "int8" in precisions:
         raise EdgeCNNError("--io uint8 files take camera bytes, so they need --input pixels")
+    if quantized is not None and (converter != "litert" or quantized.layout != layout or not pixel_input):
+        raise EdgeCNNError("a ready int8 graph (QAT) converts with the litert back end, in its own layout, "
+                           "with pixel input")
     if calib_data is not None and not Path(calib_data).expanduser().is_dir():
         raise EdgeCNNError(f"--calib-data {calib_data} does not exist or is not a directory")
     stages = _Stages(progress)
@@ -262,20 +270,20 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
                        in_chans=in_chans, weights=weights, precisions=precisions, converter=converter, ios=ios,
                        layout=layout, calib_data=calib_data, calib_samples=calib_samples,
                        calib_method=calib_method, pixel_input=pixel_input, out=out, verify=verify,
-                       c_array=c_array, measure=measure, verbose=verbose)
+                       c_array=c_array, measure=measure, verbose=verbose, meta=meta, quantized=quantized)
 
 
 def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: float | None, res: int | None,
             num_classes: int | None, in_chans: int | None, weights: str | None, precisions: list[str],
             converter: str, ios: list[str], layout: str, calib_data: Any, calib_samples: int,
             calib_method: str, pixel_input: bool, out: Any, verify: bool, c_array: bool, measure: bool,
-            verbose: bool) -> ExportReport:
+            verbose: bool, meta: Any, quantized: Any) -> ExportReport:
     """:func:`export` after its arguments are checked."""
     from edgecnn.stats import model_stats
 
     with stages("build", "model, parameters and MACs"):
         knobs = {k: v for k, v in (("alpha", alpha), ("phi", phi)) if v is not None}
-        model, meta, weights_desc, trained = build_model(model_or_name, knobs, weights, num_classes, in_chans)
+        model, meta, weights_desc, trained = build_model(model_or_name, knobs, weights, num_classes, in_chans, meta)
         config = model.edgecnn_config
         if res is None:
             res = meta.preprocess.res if meta is not None else config.default_res
@@ -312,7 +320,7 @@ def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: fl
 
         job = ConvertJob(model=model, preprocess=preprocess, layout=layout, calib_pixels=calib.pixels,
                          scratch=Path(scratch), verbose=verbose, calib_method=calib_method,
-                         pixel_input=pixel_input)
+                         pixel_input=pixel_input, quantized=quantized)
         with stages("convert", f"{converter}: {', '.join(v.suffix for v in wanted)}"):
             converted, extra = _backend(converter).convert(job, wanted)
             paths = _write_files(tmp, name, converted, extra, config, preprocess, meta, report, pixel_input)

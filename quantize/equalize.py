@@ -102,8 +102,8 @@ def _only_user(node: fx.Node) -> fx.Node | None:
     return users[0] if len(users) == 1 else None
 
 
-def fold_batchnorm(model: nn.Module) -> list[str]:
-    """Fold each BatchNorm2d into the Conv2d that alone feeds it (in place); returns the convs."""
+def fold_batchnorm(model: nn.Module) -> list[tuple[str, str]]:
+    """Fold each BatchNorm2d into the Conv2d that alone feeds it (in place); returns (conv, bn) names."""
     modules = dict(model.named_modules())
     folded = []
     for node in _trace(model).graph.nodes:
@@ -114,7 +114,7 @@ def fold_batchnorm(model: nn.Module) -> list[str]:
             continue
         _set_module(model, node.target, fuse_conv_bn_eval(modules[node.target], modules[user.target]))
         _set_module(model, user.target, nn.Identity())
-        folded.append(node.target)
+        folded.append((node.target, user.target))
     return folded
 
 

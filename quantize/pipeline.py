@@ -53,12 +53,13 @@ class QuantizeResult:
     equalize: dict | None = None
     mixed: dict | None = None
     files: dict[str, str] = field(default_factory=dict)
+    qat: dict | None = None
 
     def to_dict(self) -> dict:
         from edgecnn.quantize.report import finite
 
         return finite({"method": self.method, "auto_scores": self.auto_scores, "equalize": self.equalize,
-                       "fidelity": self.fidelity.to_dict(), "mixed_precision": self.mixed,
+                       "qat": self.qat, "fidelity": self.fidelity.to_dict(), "mixed_precision": self.mixed,
                        "report_files": self.files, "export": self.export.to_dict()})
 
 
@@ -163,12 +164,16 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
              eval_samples: int = DEFAULT_EVAL_SAMPLES, layer_images: int = 8, io: str = "float32",
              layout: str = "nhwc", out: str | Path | None = None, weights: str | None = None,
              res: int | None = None, num_classes: int | None = None, in_chans: int | None = None,
-             knobs: dict | None = None, progress: bool = True) -> QuantizeResult:
+             knobs: dict | None = None, qat_epochs: int = 0, train_data: str | Path | None = None,
+             qat_lr: float | None = None, qat_batch_size: int | None = None,
+             progress: bool = True) -> QuantizeResult:
     """Quantise to full int8 through :func:`edgecnn.export.export` and report its fidelity.
 
-    ``cle``/``bias_correction`` None (default): on for zoo models with weights (the most faithful recipe
-    measured, ``benchmarks/quantize_fidelity.py``), off for random weights and for edgecnn
-    checkpoints (not supported there yet).
+    ``cle``/``bias_correction`` None (default): on for trained models (the most faithful recipe
+    measured, ``benchmarks/quantize_fidelity.py``), off for random weights and with QAT.
+    ``qat_epochs`` > 0: quantisation-aware fine-tuning (:mod:`edgecnn.quantize.qat`) on
+    ``train_data`` (default: the checkpoint's training data) replaces calibrated ranges by learned
+    ones; the fine-tuned model is also saved as ``qat.ckpt`` in the output folder.
     """
     from edgecnn.converters.base import ConvertJob, captured_output
     from edgecnn.data.calibration import calibration_images
@@ -186,18 +191,23 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
         raise EdgeCNNError(f"--calib-data {calib_dir} does not exist or is not a directory")
     model, meta, _, _ = build_model(model_or_name, dict(knobs or {}), weights, num_classes, in_chans)
     cfg = model.edgecnn_config
-    res = cfg.spec.check_res(res if res is not None else cfg.default_res)
+    res = cfg.spec.check_res(res if res is not None else meta.preprocess.res if meta is not None else cfg.default_res)
     preprocess = meta.preprocess if meta is not None and res == meta.preprocess.res else Preprocess.for_model(model, res)
     notes = []
-    if meta is not None:
-        # export() would take an equalised nn.Module without the checkpoint's labels and normalisation
+    if qat_epochs:
         if cle or bias_correction:
-            raise EdgeCNNError("--cle/--bias-correction work on zoo models (MODEL --weights W) only for now, "
-                               "not on edgecnn checkpoints; quantise the checkpoint with --no-cle "
-                               "--no-bias-correction")
-        if cle is None or bias_correction is None:
-            notes.append("checkpoint: cross-layer equalisation and bias correction skipped (zoo models only)")
+            raise EdgeCNNError("--qat-epochs learns the int8 ranges and weights itself; drop --cle and "
+                               "--bias-correction")
+        if keep_float or method == "auto":
+            raise EdgeCNNError("--qat-epochs makes one int8 model with learned ranges; it does not combine "
+                               "with --keep-float or --method auto")
+        train_data = train_data if train_data is not None else (meta.data if meta is not None else None)
+        if train_data is None:
+            raise EdgeCNNError("--qat-epochs needs labelled training data: pass --train-data DATA (a dataset "
+                               "name or a folder with one sub-folder per class)")
         cle = bias_correction = False
+    elif train_data is not None:
+        raise EdgeCNNError("--train-data is for quantisation-aware training; add --qat-epochs N")
     trained = meta is not None or weights is not None  # random weights: nothing to keep faithful to
     cle = trained if cle is None else cle
     bias_correction = trained if bias_correction is None else bias_correction
@@ -226,10 +236,19 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
             raise EdgeCNNError(f"only {len(calib_set.pixels)} readable calibration images; the method needs {need}")
         calib = preprocess.normalize(calib_set.pixels)
 
-        model_q, equalized = model, None
+        model_q, equalized, tuned = model, None, None
         if cle or bias_correction:
             model_q, eq = equalize_model(model, calib, cle=cle, bias_correction=bias_correction)
             equalized = eq.to_dict()
+        if qat_epochs:
+            from edgecnn.quantize.qat import DEFAULT_BATCH, DEFAULT_LR, qat_finetune
+
+            tuned = qat_finetune(model, preprocess, str(train_data), epochs=qat_epochs, lr=qat_lr or DEFAULT_LR,
+                                 batch_size=qat_batch_size or DEFAULT_BATCH, layout=layout,
+                                 labels=model_labels(meta, cfg.num_classes),
+                                 train_config=meta.extra.get("train_config") if meta is not None else None,
+                                 progress=progress)
+            model_q, method = tuned.model, "qat"
         scores: list[dict] = []
         if method == "auto":
             method, scores = choose_method(model_q, calib, progress=progress)
@@ -237,7 +256,9 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
         exported = export(model_q if model_q is not model else model_or_name, **(knobs or {}), res=res,
                           num_classes=num_classes, in_chans=in_chans,
                           weights=None if model_q is not model else weights, quantize="int8", io=io,
-                          layout=layout, calib_data=tmp, calib_samples=len(calib_files), calib_method=method,
+                          layout=layout, calib_data=tmp, calib_samples=len(calib_files),
+                          calib_method=None if tuned else method, meta=meta,
+                          quantized=tuned.quantized if tuned else None,
                           out=out if out is not None else Path("exports") / f"{name}_{method}",
                           progress=progress)
         # the graph and calibration inputs export quantised (same images, same order: PT2E is
@@ -247,7 +268,8 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
         graph, graph_calib = job.graph(), job.inputs()
     int8_file = Path(exported.files[0]["path"])
     prefix = "model." if graph is not model_q else ""
-    q = quantize_pt2e(graph, graph_calib, method=method, layout=layout, progress=progress)
+    q = tuned.quantized if tuned else quantize_pt2e(graph, graph_calib, method=method, layout=layout,
+                                                    progress=progress)
     eval_inputs = ConvertJob(model=model_q, preprocess=preprocess, layout=layout, calib_pixels=evalset.pixels,
                              scratch=Path("."), calib_method=method).inputs()
     fid = fidelity_report(model, q, int8_file, evalset.pixels, preprocess, evalset.labels,
@@ -274,5 +296,25 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
                  "int8_latency_ms": round(full_ms, 3),
                  "outputs": output_metrics(ref, TFLiteModel(path).predict(eval_inputs), evalset.labels)}
     files = {k: str(v) for k, v in write_report(fid, exported.out_dir).items()}
+    if tuned:
+        files["checkpoint"] = str(save_qat_checkpoint(model, meta, preprocess, tuned, Path(exported.out_dir)))
     return QuantizeResult(export=exported, fidelity=fid, method=method, auto_scores=scores,
-                          equalize=equalized, mixed=mixed, files=files)
+                          equalize=equalized, mixed=mixed, files=files, qat=tuned.to_dict() if tuned else None)
+
+
+def save_qat_checkpoint(model: Any, meta: Any, preprocess: Preprocess, tuned: Any, folder: Path) -> Path:
+    """``folder/qat.ckpt``: the QAT-fine-tuned weights in the zoo architecture, exportable by either back end."""
+    import copy
+
+    from edgecnn.checkpoint import CheckpointMeta, save_checkpoint
+    from edgecnn.quantize.qat import unfold_into
+
+    cfg = model.edgecnn_config
+    target = unfold_into(copy.deepcopy(model), tuned.model, tuned.folded)
+    labels = model_labels(meta, cfg.num_classes) or []
+    base = meta or CheckpointMeta(model=cfg.name, knobs=dict(cfg.knobs), num_classes=cfg.num_classes,
+                                  in_chans=cfg.in_chans, preprocess=preprocess, labels=labels)
+    extra = {**base.extra, "qat": tuned.to_dict()}
+    return save_checkpoint(folder / "qat.ckpt", target, CheckpointMeta(
+        model=base.model, knobs=base.knobs, num_classes=base.num_classes, in_chans=base.in_chans,
+        preprocess=base.preprocess, labels=base.labels or labels, data=tuned.data, extra=extra))

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import os
+import struct
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edgecnn.cli import main as cli_main
+from edgecnn.data.datasets import fashion_mnist_dirs, is_idx_folder, read_idx
 
 ASSET_DIR = Path(os.environ.get("EDGECNN_TEST_ASSETS", Path.home() / ".cache" / "edgecnn" / "test-assets"))
 
@@ -80,3 +84,21 @@ def cli(capsys):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def _write_idx(path: Path, arr: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes(), compresslevel=1))
+
+
+@pytest.fixture(scope="session")
+def fmnist_small(tmp_path_factory) -> Path:
+    """The first 1,000 training and 300 test images of the real Fashion-MNIST, as IDX files."""
+    src = next((d for d in fashion_mnist_dirs() if is_idx_folder(d)), None)
+    if src is None:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    dst = tmp_path_factory.mktemp("fashion-mnist-small")
+    for split, n in (("train", 1000), ("t10k", 300)):
+        for kind in ("images-idx3", "labels-idx1"):
+            _write_idx(dst / f"{split}-{kind}-ubyte.gz", read_idx(src / f"{split}-{kind}-ubyte.gz")[:n])
+    return dst

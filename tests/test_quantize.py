@@ -225,3 +225,102 @@ def test_cli_quantize_with_cle_and_keep_float(cli, tmp_path, mobilenet_v2_imagen
     m = d["mixed_precision"]
     assert m["bytes"] > m["int8_bytes"] + 3_000_000  # the 1280x1000 classifier in float32
     assert 0 <= m["outputs"]["top1_agreement"] <= 1 and d["fidelity"]["layers"] == []
+
+
+# ---------------------------------------------------------------- quantisation-aware training
+def test_unfolded_checkpoint_reproduces_the_folded_model():
+    """BatchNorm folded for QAT goes back into the zoo architecture as an exact identity + bias."""
+    from edgecnn.quantize.equalize import fold_batchnorm
+    from edgecnn.quantize.qat import unfold_into
+
+    torch.manual_seed(0)
+    model = edgecnn.create_model("mobilenet_v2", alpha=0.35, num_classes=10, in_chans=1).eval()
+    for m in model.modules():  # non-trivial BatchNorm statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.weight.data.uniform_(0.5, 1.5)
+    folded = copy.deepcopy(model)
+    pairs = fold_batchnorm(folded)
+    assert len(pairs) == 52 and all(isinstance(folded.get_submodule(bn), torch.nn.Identity) for _, bn in pairs)
+    with torch.no_grad():
+        for _, m in folded.named_modules():  # "fine-tune" the folded model
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(1.01), m.bias.add_(0.01)
+    target = unfold_into(copy.deepcopy(model), folded, pairs)
+    x = torch.randn(3, 1, 48, 48)
+    with torch.no_grad():
+        a, b = folded(x), target(x)
+    assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+    assert not torch.allclose(model(x), b, atol=1e-3)  # the fine-tuned weights, not the original ones
+
+
+def _fmnist_checkpoint(fmnist_small, out):
+    from edgecnn.train import TrainConfig, train
+
+    cfg = TrainConfig(model="mobilenet_v1", knobs={"alpha": 0.25}, data=str(fmnist_small), out=str(out), epochs=2,
+                      batch_size=32, optimizer="sgd", lr=0.05, warmup_epochs=0.3, val_split=0.2, workers=0,
+                      crop_scale=0.7)
+    train(cfg, progress=False)
+    return out / "last.ckpt"
+
+
+def _fmnist_images(fmnist_small, folder, n):
+    from edgecnn.data.datasets import open_dataset
+
+    folder.mkdir(parents=True)
+    pixels = open_dataset(fmnist_small, val_split=0).split("test").pixels
+    for i in range(n):
+        Image.fromarray(pixels[i, :, :, 0]).save(folder / f"{i:03d}.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_qat_fine_tunes_converts_learned_ranges_and_saves_an_exportable_checkpoint(fmnist_small, tmp_path, cli):
+    ckpt = _fmnist_checkpoint(fmnist_small, tmp_path / "run")
+    calib = _fmnist_images(fmnist_small, tmp_path / "calib", 48)
+    out = tmp_path / "qat"
+    r = cli("quantize", ckpt, "--calib-data", calib, "--qat-epochs", "2", "--qat-batch-size", "32",
+            "--qat-lr", "3e-4", "--layer-images", "2", "--out", out, "--json")
+    assert r.code == 0, r
+    d = json.loads(r.out)
+    q = d["qat"]
+    assert d["method"] == "qat" and q["data"] == str(fmnist_small) and q["train_images"] == 801
+    assert len(q["history"]) == 2 and q["val"].startswith("199 images")
+    assert q["qat_val_top1"] > 0.3 and q["float_val_top1"] > 0.3  # chance 0.10
+    assert abs(q["qat_val_top1"] - q["float_val_top1"]) < 0.15
+    f = d["export"]["files"][0]
+    assert f["precision"] == "int8" and f["verification"]["passed"]
+    assert d["fidelity"]["outputs"]["images"] == 16 and d["fidelity"]["layers"]  # 48 // 3 held back
+
+    # the int8 file agrees with the fine-tuned float weights that qat.ckpt holds
+    from edgecnn.checkpoint import load_checkpoint
+    from edgecnn.converters.tflite_runtime import TFLiteModel
+
+    tuned, meta = load_checkpoint(out / "qat.ckpt")
+    assert meta.extra["qat"]["epochs"] == 2 and meta.labels[0] == "T-shirt/top" and meta.preprocess.res == 32
+    from edgecnn.data.transforms import load_image
+
+    pre = Preprocess.from_dict(d["export"]["preprocess"])
+    pixels = np.stack([pre.to_uint8(load_image(p)) for p in sorted(calib.glob("*.png"))])
+    with torch.no_grad():
+        ref = tuned.eval()(pre.normalize(pixels)).numpy()
+    agree = (TFLiteModel(f["path"]).predict_pixels(pixels).argmax(1) == ref.argmax(1)).mean()
+    assert agree >= 0.8
+
+    # qat.ckpt is an ordinary checkpoint: the other back end exports it (re-calibrating its ranges)
+    e = cli("export", out / "qat.ckpt", "--converter", "onnx2tf", "--quantize", "int8", "--calib-data", calib,
+            "--calib-samples", "32", "--out", tmp_path / "onnx2tf", "--json")
+    assert e.code == 0, e
+    assert json.loads(e.out)["files"][0]["verification"]["passed"]
+
+
+def test_cli_qat_bad_input(fmnist_small, cli, tmp_path):
+    calib = _photos_folder(tmp_path / "calib", 60, gray=True)
+    base = ("quantize", "mobilenet_v1", "--alpha", "0.25", "--in-chans", "1", "--num-classes", "10", "--res", "32",
+            "--calib-data", calib)
+    _assert_one_line_error(cli(*base, "--qat-epochs", "1"), "--train-data")
+    _assert_one_line_error(cli(*base, "--train-data", fmnist_small), "add --qat-epochs")
+    _assert_one_line_error(cli(*base, "--qat-epochs", "1", "--train-data", fmnist_small, "--keep-float", "fc"),
+                           "--keep-float")
+    _assert_one_line_error(cli("quantize", "mobilenet_v1", "--alpha", "0.25", "--in-chans", "1", "--num-classes", "5",
+                               "--res", "32", "--calib-data", calib, "--qat-epochs", "1", "--train-data",
+                               fmnist_small), "10 classes", "model has 5")

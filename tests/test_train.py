@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +13,7 @@ from PIL import Image
 
 from edgecnn.checkpoint import load_checkpoint
 from edgecnn.data.augment import TrainTransform
-from edgecnn.data.datasets import (FASHION_MNIST_CLASSES, fashion_mnist_dirs, is_idx_folder, open_dataset,
-                                   read_idx, sample_images)
+from edgecnn.data.datasets import FASHION_MNIST_CLASSES, open_dataset, sample_images
 from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError
 from edgecnn.train import TrainConfig, train
@@ -34,24 +31,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes(), compresslevel=1))
-
-
-@pytest.fixture(scope="session")
-def fmnist_small(tmp_path_factory) -> Path:
-    """The first 1,000 training and 300 test images of the real Fashion-MNIST, as IDX files."""
-    src = next((d for d in fashion_mnist_dirs() if is_idx_folder(d)), None)
-    if src is None:
-        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    dst = tmp_path_factory.mktemp("fashion-mnist-small")
-    for split, n in (("train", 1000), ("t10k", 300)):
-        for kind in ("images-idx3", "labels-idx1"):
-            _write_idx(dst / f"{split}-{kind}-ubyte.gz", read_idx(src / f"{split}-{kind}-ubyte.gz")[:n])
-    return dst
 
 
 def _image_folder(root: Path, counts: dict[str, int], size: int = 12, bad: int = 0) -> Path:

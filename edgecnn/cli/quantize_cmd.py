@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from edgecnn.cli.common import add_model_args, emit_json, human_bytes, model_knobs, positive_int
+from edgecnn.cli.common import (add_model_args, emit_json, human_bytes, model_knobs, positive_float,
+                                positive_int)
 from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS
 
 EPILOG = """examples:
@@ -13,10 +14,14 @@ EPILOG = """examples:
   edgecnn quantize runs/fmnist/best.ckpt --calib-data data/train --method auto --json
   edgecnn quantize mobilenet_v2 --weights W.pth --calib-data imgs/ --method histogram --no-cle
   edgecnn quantize mobilenet_v2 --weights W.pth --calib-data imgs/ --keep-float classifier.1
+  edgecnn quantize runs/fmnist-v1/best.ckpt --calib-data data/train --qat-epochs 2
+      quantisation-aware fine-tuning on the checkpoint's own training data (or --train-data DATA)
 
 writes the export folder (int8 .tflite verified against PyTorch, labels, report.json) plus
 fidelity.json and fidelity_layers.png (per-layer SQNR, worst first).
-zoo models get cross-layer equalisation + bias correction by default (--no-cle, --no-bias-correction).
+trained models get cross-layer equalisation + bias correction by default (--no-cle, --no-bias-correction).
+--qat-epochs N fine-tunes with fake-quantised int8 (PT2E QAT) and converts the learned ranges; it also
+writes qat.ckpt, which `edgecnn export qat.ckpt --converter onnx2tf` takes too.
 methods: minmax (>= 8 images), percentile (>= 32, default), histogram (L2-optimal ranges, >= 16),
 auto (tries the three on 75% of the calibration images, judges on the other 25%; >= 48).
 exit status: 0 ok, 1 the int8 file failed verification, 2 bad input."""
@@ -56,6 +61,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-float", action="append", default=[], metavar="LAYER",
                    help="also write a mixed-precision file with this layer in float (repeatable; names "
                         "as in the per-layer table); e.g. --keep-float classifier.1")
+    q = p.add_argument_group("quantisation-aware training (when post-training int8 loses too much)")
+    q.add_argument("--qat-epochs", type=positive_int, default=None, metavar="N",
+                   help="fine-tune N epochs with fake-quantised int8 weights and activations, then convert "
+                        "with the learned ranges (default: off, post-training only); e.g. --qat-epochs 2")
+    q.add_argument("--train-data", metavar="DATA",
+                   help="labelled data for --qat-epochs: fashion-mnist, cifar-10 or a folder with one "
+                        "sub-folder per class (default: the checkpoint's training data); e.g. --train-data ./photos")
+    q.add_argument("--qat-lr", type=positive_float, default=None, metavar="LR",
+                   help="peak AdamW learning rate of the fine-tuning, cosine to 0 (default 1e-4); e.g. --qat-lr 3e-5")
+    q.add_argument("--qat-batch-size", type=positive_int, default=None, metavar="B",
+                   help="images per QAT step (default 64); e.g. --qat-batch-size 128")
     p.add_argument("--io", choices=("float32", "int8"), default="float32",
                    help="interface of the int8 file: float32 (quantise inside, default) or int8")
     p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
@@ -80,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
                       calib_samples=args.calib_samples, eval_samples=args.eval_samples,
                       layer_images=args.layer_images, io=args.io, layout=args.layout, out=args.out,
                       weights=args.weights, res=args.res, num_classes=args.num_classes,
-                      in_chans=args.in_chans, knobs=model_knobs(args), progress=not args.json)
+                      in_chans=args.in_chans, knobs=model_knobs(args), qat_epochs=args.qat_epochs or 0,
+                      train_data=args.train_data, qat_lr=args.qat_lr, qat_batch_size=args.qat_batch_size,
+                      progress=not args.json)
     if args.json:
         emit_json(result.to_dict())
         return 0
@@ -92,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"equalisation: {e['pairs']} conv pairs, {e['relu6_replaced']} ReLU6 -> ReLU, weight range "
               f"balance {e['balance_before']:.2f} -> {e['balance_after']:.2f}, "
               f"{e['bias_corrected_layers']} biases corrected")
+    if result.qat:
+        t = result.qat
+        print(f"QAT: {t['epochs']} epoch(s) on {t['data']} ({t['train_images']} images); {t['val']}: float "
+              f"{100 * t['float_val_top1']:.2f}% -> fake-quantised int8 {100 * t['qat_val_top1']:.2f}%")
     print_report(result.fidelity)
     f = result.export.files[0]
     print(f"int8 file: {f['path']} ({human_bytes(f['bytes'])}, {f['latency_ms']} ms median CPU latency, "
