@@ -150,6 +150,8 @@ def run_photos(args) -> dict:
         print(f"tflite ({args.default}, fold 0): agreement with float {100 * t['tflite_vs_float']['top1_agreement']:.1f}% "
               f"(PyTorch simulation {100 * t['simulated_vs_float']['top1_agreement']:.1f}%), tflite vs simulation "
               f"{100 * t['tflite_vs_simulated']['top1_agreement']:.1f}%, {len(data)} bytes, {convert_s:.0f} s to convert")
+    if "latency" in parts:
+        result["latency"] = int8_latency(model, args)
     return result
 
 
@@ -181,8 +183,6 @@ def run_checkpoint(args) -> dict:
         result["methods"].append(m)
         print(f"  {recipe:<18} top-1 float {100 * m['float_top1']:.2f}% -> int8 {100 * m['int8_top1']:.2f}% "
               f"(agreement {100 * m['top1_agreement']:.2f}%, SQNR {m['sqnr_db']:.1f} dB)", flush=True)
-    if "latency" in parts:
-        result["latency"] = int8_latency(model, args)
     return result
 
 
