@@ -180,7 +180,7 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
     from edgecnn.export import build_model, canonical_name, export, latency_ms
     from edgecnn.quantize.equalize import equalize_model
     from edgecnn.quantize.ptq import (MIN_AUTO_IMAGES, MIN_CALIB_IMAGES, check_method, choose_method,
-                                      quantize_pt2e, to_tflite)
+                                      quantize_pt2e, to_tflite, unquantized_layers)
     from edgecnn.quantize.report import fidelity_report, output_metrics, write_report
 
     if method != "auto":
@@ -275,8 +275,11 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
     fid = fidelity_report(model, q, int8_file, evalset.pixels, preprocess, evalset.labels,
                           graph_inputs=eval_inputs, layer_images=layer_images, progress=progress,
                           name=exported.name)
+    entry = exported.files[0]
     fid.extra = {"eval_source": evalset.source, "file": str(int8_file), "calibration": calib_set.source,
-                 "cle": cle, "bias_correction": bias_correction, "notes": notes}
+                 "cle": cle, "bias_correction": bias_correction, "notes": notes,
+                 "float_ops": {"in_file": entry["float_ops"], "by_op": entry["float_op_names"],
+                               "unannotated_layers": unquantized_layers(q, prefix)}}
     mixed = None
     if keep_float:
         from edgecnn.converters.tflite_runtime import TFLiteModel

@@ -209,6 +209,34 @@ def quantize_pt2e(model: nn.Module, calib: torch.Tensor, *, method: str = DEFAUL
                           keep_float=keep_float, notes=notes)
 
 
+NO_OP_TARGETS = ("dropout", "alias", "clone", "contiguous", "detach", "flatten", "view", "reshape", "getitem",
+                 "quantize_per", "dequantize_per")
+INT8_IN_TFLITE = ("hardswish",)  # unannotated, yet converted to an int8 HARD_SWISH (seen in MobileNetV3 files)
+
+
+def unquantized_layers(q: QuantizedModel, prefix: str = "") -> dict[str, list[str]]:
+    """Compute ops the quantiser left unannotated, by op: ``{"hardsigmoid": ["features.1.block.1...", ...]}``.
+
+    The names are ``model.named_modules()`` names (what ``--keep-float`` takes) without ``prefix``
+    (the wrapper's, e.g. ``"model."``). The converter runs these in float unless it has a fused
+    int8 kernel for the pattern (:data:`INT8_IN_TFLITE` are left out: TFLite has HARD_SWISH, but
+    nothing for the ADD + MUL that hardsigmoid becomes); the file's own float-op count is the truth.
+    """
+    found: dict[str, list[str]] = {}
+    for node in q.graph.graph.nodes:
+        if node.op != "call_function" or "quantization_annotation" in node.meta:
+            continue
+        target = str(node.target)
+        if any(k in target for k in NO_OP_TARGETS):
+            continue
+        op = target.removeprefix("aten.").split(".")[0].rstrip("_")
+        if op in INT8_IN_TFLITE:
+            continue
+        stack = list(node.meta.get("nn_module_stack", {}).values())
+        found.setdefault(op, []).append(stack[-1][0].removeprefix(prefix) if stack else node.name)
+    return found
+
+
 def choose_method(model: nn.Module, calib: torch.Tensor, candidates: Sequence[str] = AUTO_CANDIDATES,
                   holdout: float = AUTO_HOLDOUT, progress: bool = True) -> tuple[str, list[dict]]:
     """``--method auto``: quantise with each candidate on part of ``calib``, keep the best.

@@ -324,3 +324,20 @@ def test_cli_qat_bad_input(fmnist_small, cli, tmp_path):
     _assert_one_line_error(cli("quantize", "mobilenet_v1", "--alpha", "0.25", "--in-chans", "1", "--num-classes", "5",
                                "--res", "32", "--calib-data", calib, "--qat-epochs", "1", "--train-data",
                                fmnist_small), "10 classes", "model has 5")
+
+
+@pytest.mark.slow
+def test_ops_left_float_are_named_with_their_layers(cli, tmp_path):
+    """MobileNetV3's hardsigmoid gates have no int8 kernel: the file's float ops and the layers are named."""
+    calib = _photos_folder(tmp_path / "calib", 48)
+    args = ("quantize", "mobilenet_v3_small", "--res", "64", "--num-classes", "10", "--calib-data", calib,
+            "--method", "minmax", "--layer-images", "0")
+    r = cli(*args, "--out", tmp_path / "a", "--json")
+    assert r.code == 0, r
+    floats = json.loads(r.out)["fidelity"]["float_ops"]
+    assert floats["in_file"] == 18 and floats["by_op"] == {"ADD": 9, "MUL": 9}
+    gates = floats["unannotated_layers"]["hardsigmoid"]
+    assert len(gates) == 9 and all(name.endswith("scale_activation") for name in gates)
+    human = cli(*args, "--out", tmp_path / "b")
+    assert human.code == 0 and "18 ops of the int8 file run in float" in human.err
+    assert "hardsigmoid in features." in human.err and "--keep-float" in human.err

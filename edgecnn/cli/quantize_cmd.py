@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from edgecnn.cli.common import (add_model_args, emit_json, human_bytes, model_knobs, positive_float,
                                 positive_int)
@@ -115,6 +116,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"QAT: {t['epochs']} epoch(s) on {t['data']} ({t['train_images']} images); {t['val']}: float "
               f"{100 * t['float_val_top1']:.2f}% -> fake-quantised int8 {100 * t['qat_val_top1']:.2f}%")
     print_report(result.fidelity)
+    floats = result.fidelity.extra["float_ops"]
+    if floats["in_file"]:
+        ops = ", ".join(f"{op} x{n}" for op, n in floats["by_op"].items())
+        layers = "; ".join(f"{op} in {names[0]}" + (f" (+{len(names) - 1} more)" if len(names) > 1 else "")
+                           for op, names in floats["unannotated_layers"].items())
+        print(f"warning: {floats['in_file']} ops of the int8 file run in float ({ops}); the quantiser left "
+              f"these layers unannotated: {layers or 'none'}. If accuracy or speed suffers there, pick another "
+              f"activation for them, or keep them float on purpose with --keep-float LAYER.", file=sys.stderr)
     f = result.export.files[0]
     print(f"int8 file: {f['path']} ({human_bytes(f['bytes'])}, {f['latency_ms']} ms median CPU latency, "
           f"verification {'passed' if (f['verification'] or {}).get('passed') else 'see report'})")
