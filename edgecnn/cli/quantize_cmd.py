@@ -54,11 +54,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "e.g. --method auto")
     p.add_argument("--cle", action=argparse.BooleanOptionalAction, default=None,
                    help="cross-layer equalisation first (Nagel et al. 2019; ReLU6 between equalised "
-                        "convs becomes ReLU); default on for zoo models, off for checkpoints; --no-cle "
-                        "turns it off")
+                        "convs becomes ReLU); default on for trained models (weights or checkpoints), off for "
+                        "random weights and with --qat-epochs; --no-cle turns it off")
     p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                    help="correct each bias for the expected int8 weight-rounding error; default on for "
-                        "zoo models, off for checkpoints")
+                        "trained models, off for random weights and with --qat-epochs")
     p.add_argument("--keep-float", action="append", default=[], metavar="LAYER",
                    help="also write a mixed-precision file with this layer in float (repeatable; names "
                         "as in the per-layer table); e.g. --keep-float classifier.1")
