@@ -193,7 +193,6 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
     cfg = model.edgecnn_config
     res = cfg.spec.check_res(res if res is not None else meta.preprocess.res if meta is not None else cfg.default_res)
     preprocess = meta.preprocess if meta is not None and res == meta.preprocess.res else Preprocess.for_model(model, res)
-    notes = []
     if qat_epochs:
         if cle or bias_correction:
             raise EdgeCNNError("--qat-epochs learns the int8 ranges and weights itself; drop --cle and "
@@ -277,7 +276,7 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
                           name=exported.name)
     entry = exported.files[0]
     fid.extra = {"eval_source": evalset.source, "file": str(int8_file), "calibration": calib_set.source,
-                 "cle": cle, "bias_correction": bias_correction, "notes": notes,
+                 "cle": cle, "bias_correction": bias_correction,
                  "float_ops": {"in_file": entry["float_ops"], "by_op": entry["float_op_names"],
                                "unannotated_layers": unquantized_layers(q, prefix)}}
     mixed = None

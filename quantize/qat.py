@@ -117,13 +117,12 @@ def _to_pixels(x: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _top1(predict: Any, loader: Any, preprocess: Preprocess, batch: int, pixels: bool) -> float:
-    """Top-1 of ``predict`` over ``loader``; the last batch is padded to ``batch`` (fixed-shape graphs)."""
+def _top1(predict: Any, loader: Any, preprocess: Preprocess, batch: int) -> float:
+    """Top-1 of pixel-input ``predict`` over ``loader``; the last batch is padded to ``batch`` (fixed shapes)."""
     right = seen = 0
     for x, y in loader:
         n = x.shape[0]
-        if pixels:
-            x = _to_pixels(x, preprocess)
+        x = _to_pixels(x, preprocess)
         if n < batch:
             x = torch.cat([x, x[-1:].expand(batch - n, *x.shape[1:])])
         right += int((predict(x)[:n].argmax(1) == y).sum())
@@ -179,7 +178,7 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
     graph = PixelInput(floating, preprocess).eval()
     for p in graph.normalize.parameters():
         p.requires_grad_(False)
-    float_top1 = _top1(graph, val_loader, preprocess, batch_size, pixels=True)
+    float_top1 = _top1(graph, val_loader, preprocess, batch_size)
     example = torch.full((batch_size, cfg.in_chans, preprocess.res, preprocess.res), 128.0)
     exported, notes = export_for_quantization(graph, example)
     qat = prepare_qat_pt2e(exported, qat_quantizer())
@@ -212,7 +211,7 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
                             ips=seen / (time.perf_counter() - start))
             seconds = time.perf_counter() - start
             move_exported_model_to_eval(qat)
-            val_top1 = _top1(qat, val_loader, preprocess, batch_size, pixels=True)
+            val_top1 = _top1(qat, val_loader, preprocess, batch_size)
             history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_top1": right / seen,
                             "val_top1": val_top1, "images_per_s": seen / seconds, "seconds": seconds})
             bar.finish(task, f"QAT epoch {epoch + 1}/{epochs}  int8 val {100 * val_top1:.2f}%",
