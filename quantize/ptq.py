@@ -197,12 +197,7 @@ def quantize_pt2e(model: nn.Module, calib: torch.Tensor, *, method: str = DEFAUL
         for i in progress_range(range(calib.shape[0]), f"calibrating ({method})", progress):
             graph(calib[i:i + 1])
     graph = convert_pt2e(graph, fold_quantize=False)
-    module, sample = graph, calib[:1].contiguous()
-    if layout == "nhwc":
-        import litert_torch
-
-        module = litert_torch.to_channel_last_io(graph, args=[0])
-        sample = sample.permute(0, 2, 3, 1).contiguous()
+    module, sample = in_layout(graph, calib[:1], layout)
     return QuantizedModel(module=module, float_graph=float_graph, graph=graph, sample_args=(sample,),
                           quant_config=QuantConfig(pt2e_quantizer=quantizer), method=method,
                           layout=layout, per_channel=per_channel, calib_images=int(calib.shape[0]),
@@ -235,6 +230,15 @@ def unquantized_layers(q: QuantizedModel, prefix: str = "") -> dict[str, list[st
         stack = list(node.meta.get("nn_module_stack", {}).values())
         found.setdefault(op, []).append(stack[-1][0].removeprefix(prefix) if stack else node.name)
     return found
+
+
+def in_layout(graph: nn.Module, sample: torch.Tensor, layout: str) -> tuple[nn.Module, torch.Tensor]:
+    """The NCHW quantised ``graph`` and its batch-1 ``sample`` with the interface ``layout`` asks for."""
+    if layout != "nhwc":
+        return graph, sample.contiguous()
+    import litert_torch
+
+    return litert_torch.to_channel_last_io(graph, args=[0]), sample.permute(0, 2, 3, 1).contiguous()
 
 
 def choose_method(model: nn.Module, calib: torch.Tensor, candidates: Sequence[str] = AUTO_CANDIDATES,

@@ -93,8 +93,8 @@ def unfold_into(target: nn.Module, folded: nn.Module, pairs: list[tuple[str, str
     Each folded conv's weight goes to the conv; its bias to the BatchNorm's bias, whose weight, mean
     and variance make it an exact identity in eval mode (``running_var = 1 - eps``).
     """
-    folded_state = folded.state_dict()
-    state = {k: v for k, v in folded_state.items() if k in target.state_dict()}
+    wanted = target.state_dict().keys()
+    state = {k: v for k, v in folded.state_dict().items() if k in wanted}
     with torch.no_grad():
         for conv_name, bn_name in pairs:
             conv, bn = folded.get_submodule(conv_name), target.get_submodule(bn_name)
@@ -140,7 +140,6 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
     the model's. ``train_config`` (a checkpoint's recorded TrainConfig) sets the augmentation,
     validation split and label smoothing; ``layout`` is the interface of the returned int8 graph.
     """
-    import litert_torch
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import (disable_observer, move_exported_model_to_eval,
                                            move_exported_model_to_train)
@@ -149,7 +148,7 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
     from edgecnn.converters.base import PixelInput
     from edgecnn.data.datasets import open_dataset
     from edgecnn.quantize.equalize import fold_batchnorm
-    from edgecnn.quantize.ptq import QuantizedModel, export_for_quantization
+    from edgecnn.quantize.ptq import QuantizedModel, export_for_quantization, in_layout
     from edgecnn.train.config import TrainConfig
     from edgecnn.train.loader import default_workers, eval_loader, train_loader
     from edgecnn.train.progress import Progress
@@ -227,9 +226,7 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
     single.load_state_dict(trained)
     move_exported_model_to_eval(single)
     int8 = convert_pt2e(single, fold_quantize=False)
-    module, sample = int8, one
-    if layout == "nhwc":
-        module, sample = litert_torch.to_channel_last_io(int8, args=[0]), one.permute(0, 2, 3, 1).contiguous()
+    module, sample = in_layout(int8, one, layout)
     quantized = QuantizedModel(module=module, float_graph=float_graph, graph=int8, sample_args=(sample,),
                                quant_config=QuantConfig(pt2e_quantizer=quantizer), method="qat", layout=layout,
                                per_channel=True, calib_images=len(train_split) * epochs, notes=notes)
