@@ -6,8 +6,8 @@
 Stages (each timed in ``report.stages``, seconds): build (model + params/MACs), calibrate (choose
 real images), convert (back end), verify (each file vs PyTorch on real images), measure (CPU latency
 and op counts), write. The output folder is built in a temporary sibling and swapped into place at
-the end (:func:`edgecnn.io.atomic_dir`): an error or Ctrl-C leaves the previous folder untouched and
-no partial file behind.
+the end (:func:`edgecnn.io.atomic_dir`): an error, Ctrl-C, SIGTERM or SIGHUP leaves the previous
+folder untouched and no partial file behind.
 """
 
 from __future__ import annotations
@@ -15,11 +15,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import signal
 import statistics
-import tempfile
-import threading
 import sys
+import tempfile
 import time
 import types
 from dataclasses import asdict, dataclass, field
@@ -34,7 +32,8 @@ from edgecnn.converters.base import IO_TYPES, LAYOUTS, PRECISIONS, ConvertJob, V
 from edgecnn.data.calibration import calibration_images
 from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError, VerificationError
-from edgecnn.io import atomic_dir, write_text
+from edgecnn.io import atomic_dir, check_output_dir, write_text
+from edgecnn.signals import Interrupted, handling
 
 CONVERTERS = ("litert", "onnx2tf")
 DEFAULT_CALIB_SAMPLES = 32
@@ -168,8 +167,8 @@ def latency_ms(path: Path, runs: int = LATENCY_RUNS, threads: int = LATENCY_THRE
 class _Stages:
     """Stage timer with a rich status line on stderr; ``show=False`` keeps the terminal quiet.
 
-    A Ctrl-C is also remembered: some converter internals swallow ``KeyboardInterrupt`` (or turn
-    it into their own error), so the end of every stage raises it again.
+    A Ctrl-C (or SIGTERM, SIGHUP) is also remembered: some converter internals swallow
+    ``KeyboardInterrupt`` (or turn it into their own error), so the end of every stage raises it again.
     """
 
     def __init__(self, show: bool) -> None:
@@ -177,24 +176,12 @@ class _Stages:
 
         self.console = Console(stderr=True, quiet=not show)
         self.times: dict[str, float] = {}
-        self.interrupted = False
+        self.interrupted: int | None = None  # the signal that stopped the export
 
-    @contextlib.contextmanager
-    def catching_interrupts(self) -> Iterator[None]:
-        """Record SIGINT while the export runs (main thread only), then restore the old handler."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-
-        def handler(signum, frame):
-            self.interrupted = True
-            raise KeyboardInterrupt
-
-        old = signal.signal(signal.SIGINT, handler)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, old)
+    def on_signal(self, signum: int) -> None:
+        """The export's handler of SIGINT, SIGTERM and SIGHUP: remember the signal, then stop."""
+        self.interrupted = signum
+        raise Interrupted(signum)
 
     @contextlib.contextmanager
     def __call__(self, name: str, what: str) -> Iterator[None]:
@@ -204,10 +191,10 @@ class _Stages:
                 yield
         except BaseException:
             if self.interrupted:  # a converter turned the interrupt into its own error
-                raise KeyboardInterrupt from None
+                raise Interrupted(self.interrupted) from None
             raise
         if self.interrupted:
-            raise KeyboardInterrupt
+            raise Interrupted(self.interrupted)
         self.times[name] = round(time.perf_counter() - t0, 3)
         self.console.print(f"[green]done[/] {name:<9} {self.times[name]:6.1f} s  {what}")
 
@@ -264,8 +251,10 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
                            "with pixel input")
     if calib_data is not None and not Path(calib_data).expanduser().is_dir():
         raise EdgeCNNError(f"--calib-data {calib_data} does not exist or is not a directory")
+    if out is not None:
+        check_output_dir(out)  # before any work; atomic_dir checks again when it starts
     stages = _Stages(progress)
-    with stages.catching_interrupts():
+    with handling(stages.on_signal):
         return _export(stages, model_or_name, alpha=alpha, phi=phi, res=res, num_classes=num_classes,
                        in_chans=in_chans, weights=weights, precisions=precisions, converter=converter, ios=ios,
                        layout=layout, calib_data=calib_data, calib_samples=calib_samples,

@@ -26,6 +26,7 @@ from PIL import Image
 
 from edgecnn.data.transforms import Preprocess, list_images, load_image
 from edgecnn.errors import EdgeCNNError
+from edgecnn.io import check_output_dir
 from edgecnn.quantize.methods import DEFAULT_METHOD
 
 DEFAULT_CALIB_SAMPLES = 200
@@ -213,6 +214,8 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
     if io not in ("float32", "int8"):
         raise EdgeCNNError(f"--io takes float32 or int8 here, got {io!r} (uint8 camera-byte files: "
                            f"edgecnn export --io uint8)")
+    if out is not None:
+        check_output_dir(out)  # before calibration and training, as export does
 
     calib_files, held = split_calibration(calib_dir, calib_samples, need,
                                           0 if eval_data is not None else eval_samples)

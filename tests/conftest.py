@@ -86,6 +86,23 @@ def cli(capsys):
     return run
 
 
+@pytest.fixture
+def catchable_signals():
+    """SIGINT, SIGTERM and SIGHUP deliverable in-process during the test, whatever the suite inherited
+    (a background job ignores SIGINT, ``nohup`` SIGHUP): SIGINT raises KeyboardInterrupt, the other two
+    an AssertionError unless edgecnn's own handling is in place. The old handlers come back afterwards."""
+    import signal
+
+    def stray(signum, frame):
+        raise AssertionError(f"signal {signum} reached the test's handler, not edgecnn's")
+
+    old = {sig: signal.signal(sig, handler) for sig, handler in (
+        (signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, stray), (signal.SIGHUP, stray))}
+    yield
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
+
+
 def _write_idx(path: Path, arr: np.ndarray) -> None:
     header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
     path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes(), compresslevel=1))

@@ -163,7 +163,7 @@ def test_interrupt_leaves_no_partial_folder(monkeypatch, tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_ctrl_c_swallowed_by_a_converter_still_stops_the_export(monkeypatch, tmp_path):
+def test_ctrl_c_swallowed_by_a_converter_still_stops_the_export(monkeypatch, tmp_path, catchable_signals):
     import os
     import signal
 
@@ -178,7 +178,7 @@ def test_ctrl_c_swallowed_by_a_converter_still_stops_the_export(monkeypatch, tmp
             return [], {}
 
     monkeypatch.setattr(export_mod, "_backend", lambda name: Swallowing())
-    before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the suite runs in a background job
+    before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         edgecnn.export("mobilenet", alpha=0.25, res=64, out=tmp_path / "exp", progress=False)
     assert leftovers(tmp_path) == [] and signal.getsignal(signal.SIGINT) is before

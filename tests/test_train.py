@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -271,17 +272,17 @@ def test_fine_tune_from_pretrained_file_with_frozen_backbone(tmp_path, cli, mobi
 
 
 @pytest.mark.slow
-def test_sigint_stops_after_the_current_step(fmnist_small, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sigint_or_sigterm_stops_after_the_current_step(fmnist_small, tmp_path, catchable_signals, signum):
     import os
-    import signal
 
     def ctrl_c(step):
         if step["global_step"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C only asks the loop to stop
+            os.kill(os.getpid(), signum)  # the first signal only asks the loop to stop
 
-    before = signal.getsignal(signal.SIGINT)  # SIG_IGN when the suite runs in a background job
+    before = signal.getsignal(signum)
     with pytest.raises(TrainingInterrupted, match="step 3/") as info:
         train(_config(fmnist_small, tmp_path / "run", epochs=1), progress=False, callbacks=[ctrl_c])
-    assert info.value.exit_code == 130
+    assert info.value.exit_code == 128 + signum  # 130 Ctrl-C, 143 SIGTERM
     assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["step_in_epoch"] == 3
-    assert signal.getsignal(signal.SIGINT) is before  # handler restored
+    assert signal.getsignal(signum) is before  # handler restored

@@ -13,6 +13,7 @@ import sys
 
 from edgecnn import __version__
 from edgecnn.errors import EdgeCNNError
+from edgecnn.signals import exit_status, handling, signal_name
 
 # (module under edgecnn.cli) in the order `edgecnn --help` lists them
 COMMAND_MODULES = ("models_cmd", "train_cmd", "eval_cmd", "export_cmd", "quantize_cmd", "bench_cmd")
@@ -36,6 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``edgecnn ARGS``; returns the exit status. SIGINT, SIGTERM and SIGHUP are handled from the
+    first line on (before the sub-commands import torch): one line, status 130, 143 or 129."""
+    try:
+        with handling():
+            return _run(argv)
+    except KeyboardInterrupt as exc:
+        print(f"edgecnn: interrupted ({signal_name(exc)}); no partial output was kept", file=sys.stderr)
+        return exit_status(exc)
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -49,9 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `edgecnn models | head`: the reader left; exit quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except KeyboardInterrupt:
-        print("edgecnn: interrupted; no partial output was kept", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

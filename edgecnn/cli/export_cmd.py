@@ -55,8 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         + "; ".join(f"{k} (>= {MIN_CALIB_IMAGES[k]} images): {v.replace('%', '%%')}" for k, v in METHODS.items())
                         + "; e.g. --calib-method minmax")
     p.add_argument("--out", metavar="DIR",
-                   help="output folder, replaced atomically (default exports/<name>, e.g. "
-                        "exports/mobilenet_v1_0.50_160); e.g. --out app/src/main/assets/model")
+                   help="output folder, replaced atomically; an existing file or symbolic link there is "
+                        "refused (default exports/<name>, e.g. exports/mobilenet_v1_0.50_160); "
+                        "e.g. --out app/src/main/assets/model")
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the comparison with PyTorch (not recommended)")
     p.add_argument("--no-latency", dest="measure", action="store_false",

@@ -10,16 +10,16 @@ Output folder (``TrainConfig.out``):
 - ``metrics.csv`` and ``curves.png``.
 
 Every file is written atomically, ``best`` before ``last`` and the resume state last, so a crash or
-a full disk at any moment leaves the previous good files in place. Ctrl-C inside an epoch saves a
-state that resumes at the very next step; since sample order and augmentation are functions of
-(seed, epoch, position), a resumed run computes exactly what the uninterrupted one would have.
+a full disk at any moment leaves the previous good files in place. Ctrl-C (or SIGTERM, SIGHUP)
+inside an epoch saves a state that resumes at the very next step; since sample order and
+augmentation are functions of (seed, epoch, position), a resumed run computes exactly what the
+uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 import random
 import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError
 from edgecnn.io import atomic_path
 from edgecnn.models import create_model, get_spec
+from edgecnn.signals import Interrupted, exit_status, handling
 from edgecnn.train.config import TrainConfig
 from edgecnn.train.evaluate import EvalResult, evaluate, torch_predictor
 from edgecnn.train.loader import default_workers, eval_loader, train_loader
@@ -47,7 +48,7 @@ STATE_FILE, LAST, BEST = "last.state.pt", "last.ckpt", "best.ckpt"
 
 
 class TrainingInterrupted(EdgeCNNError):
-    """Ctrl-C: a resumable state was saved."""
+    """Ctrl-C, SIGTERM or SIGHUP: a resumable state was saved. ``exit_code``: 128 + the signal number."""
 
     exit_code = 130
 
@@ -270,7 +271,7 @@ class _Run:
         self.epoch, self.step_in_epoch, self.history = 0, 0, []
         self.best_top1, self.best_epoch = -1.0, 0
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-        self.stop_requested = False
+        self.stop_requested = 0  # the signal that asked to stop after this step (0: none)
         if state is not None:
             self._restore(state)
 
@@ -331,42 +332,36 @@ class _Run:
         self.out.mkdir(parents=True, exist_ok=True)
         if self.data.unreadable:
             self.progress.log(f"skipped {len(self.data.unreadable)} unreadable image(s), e.g. {self.data.unreadable[0]}")
-        previous = self._catch_sigint()
-        try:
+        with handling(self._on_signal):
             while self.epoch < cfg.epochs:
                 try:
                     row = self._epoch()
-                except KeyboardInterrupt:
+                except KeyboardInterrupt as exc:
                     self.save_state()
                     save_checkpoint(self.out / LAST, self.eval_model, self._meta(
                         {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "interrupted": True}))
-                    raise self._interrupted() from None
+                    raise self._interrupted(exit_status(exc)) from None
                 self._end_epoch(row)
                 if self.stop_requested and self.epoch < cfg.epochs:
-                    raise self._interrupted()
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+                    raise self._interrupted(128 + self.stop_requested)
         return self._finish()
 
-    def _catch_sigint(self) -> Any:
-        """First Ctrl-C: stop after the current step (weights never half-updated); second: at once."""
-        if threading.current_thread() is not threading.main_thread():
-            return None
+    def _on_signal(self, signum: int) -> None:
+        """First SIGINT/SIGTERM/SIGHUP: stop after the current step (weights never half-updated); second: at once."""
+        if self.stop_requested:
+            raise Interrupted(signum)
+        self.stop_requested = signum
+        again = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        self.progress.log(f"stopping after this step ({again} again to stop at once) ...")
 
-        def handler(signum: int, frame: Any) -> None:
-            if self.stop_requested:
-                raise KeyboardInterrupt
-            self.stop_requested = True
-            self.progress.log("stopping after this step (Ctrl-C again to stop at once) ...")
-
-        return signal.signal(signal.SIGINT, handler)
-
-    def _interrupted(self) -> TrainingInterrupted:
+    def _interrupted(self, status: int) -> TrainingInterrupted:
+        """The error that ends an interrupted run; ``status``: the exit status (128 + signal number)."""
         where = (f"epoch {self.epoch + 1}, step {self.step_in_epoch}/{self.steps_per_epoch}"
                  if self.step_in_epoch else f"the end of epoch {self.epoch}")
-        return TrainingInterrupted(f"interrupted at {where}; saved {self.out / STATE_FILE}; continue with: "
-                                   f"edgecnn train {self.cfg.model} --resume {self.out}")
+        exc = TrainingInterrupted(f"interrupted at {where}; saved {self.out / STATE_FILE}; continue with: "
+                                  f"edgecnn train {self.cfg.model} --resume {self.out}")
+        exc.exit_code = status
+        return exc
 
     def _epoch(self) -> dict:
         cfg, model, p = self.cfg, self.model, self.partial
@@ -391,7 +386,7 @@ class _Run:
                     callback({"epoch": self.epoch, "step": self.step_in_epoch,
                               "global_step": self.epoch * self.steps_per_epoch + self.step_in_epoch})
                 if self.stop_requested:
-                    raise KeyboardInterrupt
+                    raise Interrupted(self.stop_requested)
                 if self.progress.enabled and self.step_in_epoch % 10 == 0:  # .item() syncs a GPU: not every step
                     n, secs = p["seen"] + seen, p["seconds"] + time.perf_counter() - t0
                     self.progress.advance(task, 10, loss=(p["loss_sum"] + loss_sum.item()) / n,
