@@ -6,10 +6,16 @@ The binary and each model are pushed to ``/data/local/tmp/edgecnn/``; each point
 tool's summary lines wherever they sit in a line, so plain output, ``INFO: `` prefixes and Android
 logcat prefixes (``05-31 10:31:13.006 21767 21767 I tflite  : ...``) all parse; numbers may be in
 scientific notation (``Warmup (avg): 1.04176e+06``).
+
+Nothing reaches a shell unquoted: adb runs from an argument list, ``--serial`` must look like a
+serial (``emulator-5554``, ``R58M123ABC``, ``192.168.1.7:5555``, an mDNS name), local paths go to
+``adb push`` absolute (never read as an option) and every word of a device command is quoted with
+:func:`shlex.quote` for the device's shell.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -22,6 +28,7 @@ from edgecnn.benchmarks.runtimes import error_row, finish_row
 from edgecnn.errors import EdgeCNNError
 
 DEVICE_DIR = "/data/local/tmp/edgecnn"
+_SERIAL = re.compile(r"[A-Za-z0-9\[][A-Za-z0-9_.:\[\]-]{0,254}")  # USB, emulator, host:port, [v6]:port, mDNS
 MIB = 1024 * 1024
 _NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _TIMINGS = re.compile(rf"Inference timings in us:\s*Init:\s*({_NUM}),\s*First inference:\s*({_NUM}),"
@@ -124,6 +131,11 @@ class AdbTarget:
     _uploaded: dict[str, str] = field(default_factory=dict, init=False)
     _machine: dict = field(default_factory=dict, init=False)
 
+    def __post_init__(self) -> None:
+        if self.serial is not None and not _SERIAL.fullmatch(self.serial):
+            raise EdgeCNNError(f"bad --serial {self.serial!r}: letters, digits, '.', '_', ':', '-' and [] "
+                               f"(as 'adb devices' lists them)")
+
     @property
     def label(self) -> str:
         return f"adb:{self.serial}" if self.serial else "adb"
@@ -148,7 +160,7 @@ class AdbTarget:
         return self.adb("shell", " ".join(shlex.quote(w) for w in words), timeout=timeout)
 
     def push(self, local: Path, remote: str) -> None:
-        proc = self.adb("push", str(local), remote, timeout=600)
+        proc = self.adb("push", os.path.abspath(local), remote, timeout=600)  # "-x.tflite" is no option
         if proc.returncode != 0:
             raise EdgeCNNError(f"adb push {local} failed: {(proc.stderr or proc.stdout).strip()[:200]}")
 

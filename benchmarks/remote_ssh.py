@@ -6,24 +6,62 @@ process on the board and returns the same JSON row as a local run, tagged with t
 model, core count and OS. Files travel through ``ssh HOST 'cat > PATH'``; every remote word is
 quoted with :func:`shlex.quote` and every local command is an argument list, so paths with
 spaces, quotes, ``$`` or ``;`` arrive intact.
+
+The target is untrusted text: the user must be a login name, the host a DNS name (or ssh_config
+alias), an IPv4 or a bracketed IPv6 address, the port 1-65535, and ``--`` ends ssh's options before
+the destination, so nothing in ``--target`` reaches ssh as an option. ssh exits 255 both when it
+cannot connect and when the remote command dies from a signal, so every command runs under
+``sh -c`` that prints the command's status after it (:data:`STATUS_MARK`): a missing mark means
+the board was not reached, a status of 128 + N means the command was killed by signal N.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
+import re
 import shlex
+import signal
 import shutil
 import subprocess
 import tempfile
 import zipapp
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from edgecnn.benchmarks.runtimes import error_row, finish_row
 from edgecnn.errors import EdgeCNNError
 
 RUNNER_NAME = "edgecnn_runner.pyz"
+STATUS_MARK = b"__edgecnn_status="
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")  # POSIX portable login names
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")  # DNS labels and ssh_config aliases
+_SCOPE = re.compile(r"[A-Za-z0-9_.-]+")  # an IPv6 zone such as eth0
+
+
+def _valid_host(host: str) -> bool:
+    """A DNS name or ssh_config alias, an IPv4 address or an IPv6 address (URL brackets removed)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return len(host) <= 253 and all(_LABEL.fullmatch(label) for label in host.removesuffix(".").split("."))
+    scope = getattr(address, "scope_id", None)
+    return scope is None or bool(_SCOPE.fullmatch(scope))
+
+
+def _status_reported(command: str) -> str:
+    """``command`` run by ``sh`` on the board, which then prints its exit status on stderr."""
+    return "sh -c " + shlex.quote(f"{command}; printf '\\n%s%d\\n' {STATUS_MARK.decode()} \"$?\" >&2")
+
+
+def _signal_text(returncode: int) -> str:
+    """``signal 11 (SIGSEGV)`` for a process status of -11."""
+    try:
+        return f"signal {-returncode} ({signal.Signals(-returncode).name})"
+    except ValueError:
+        return f"signal {-returncode}"
 
 
 def build_runner(dest: Path) -> Path:
@@ -67,26 +105,38 @@ class SSHTarget:
     _made_dir: bool = field(default=False, init=False)
     _uploaded: dict[str, str] = field(default_factory=dict, init=False)
 
+    def __post_init__(self) -> None:
+        if self.user is not None and not _USER.fullmatch(self.user):
+            raise EdgeCNNError(f"bad ssh user {self.user!r}: letters, digits, '_', '.' and '-' (not first)")
+        if not _valid_host(self.host):
+            raise EdgeCNNError(f"bad ssh host {self.host!r}: expected a DNS name, an IPv4 address or a "
+                               f"bracketed IPv6 address")
+        if self.port is not None and (type(self.port) is not int or not 1 <= self.port <= 65535):
+            raise EdgeCNNError(f"bad ssh port {self.port!r}: expected 1-65535")
+
     @classmethod
     def parse(cls, url: str, **kwargs) -> "SSHTarget":
-        parts = urlsplit(url)
+        """An ``ssh://[user@]host[:port]`` URL; anything else (a password, a path, a query) is refused."""
         try:
+            parts = urlsplit(url)
             port = parts.port
         except ValueError:
-            port = -1
-        if parts.scheme != "ssh" or not parts.hostname or port == -1 or parts.path not in ("", "/"):
+            parts = port = None
+        if (parts is None or parts.scheme != "ssh" or not parts.hostname or parts.password is not None
+                or parts.path not in ("", "/") or parts.query or parts.fragment or port == 0):
             raise EdgeCNNError(f"bad --target {url!r}: expected ssh://[user@]host[:port]")
-        if parts.hostname.startswith("-"):
-            raise EdgeCNNError(f"bad ssh host {parts.hostname!r}")
-        return cls(host=parts.hostname, user=parts.username, port=port, **kwargs)
+        user = unquote(parts.username) if parts.username is not None else None  # %-escapes: checked decoded
+        return cls(host=unquote(parts.hostname), user=user, port=port, **kwargs)
 
     @property
     def label(self) -> str:
         user = f"{self.user}@" if self.user else ""
-        return f"ssh://{user}{self.host}" + (f":{self.port}" if self.port else "")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ssh://{user}{host}" + (f":{self.port}" if self.port else "")
 
     def ssh_argv(self, command: str) -> list[str]:
-        """The local argument list that runs the (already quoted) shell ``command`` on the board."""
+        """The local argument list that runs the (already quoted) shell ``command`` on the board;
+        ``--`` ends ssh's options before the destination."""
         if shutil.which("ssh") is None:
             raise EdgeCNNError("ssh is not installed here (apt-get install openssh-client)")
         argv = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}"]
@@ -98,19 +148,32 @@ class SSHTarget:
             argv += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
         for opt in self.options:
             argv += ["-o", opt]
-        return argv + [f"{self.user}@{self.host}" if self.user else self.host, command]
+        return argv + ["--", f"{self.user}@{self.host}" if self.user else self.host, command]
 
     def run(self, command: str, data: bytes | None = None, timeout: float = 600.0) -> subprocess.CompletedProcess:
-        """Run ``command`` on the board; an unreachable board raises with ssh's own reason."""
+        """Run ``command`` on the board; an unreachable board raises with ssh's own reason.
+
+        The result's ``returncode`` is the command's, -N when signal N killed it (as local
+        processes report it); ``stderr`` is the command's, without the status mark.
+        """
         try:
-            proc = subprocess.run(self.ssh_argv(command), input=data, capture_output=True,
+            proc = subprocess.run(self.ssh_argv(_status_reported(command)), input=data, capture_output=True,
                                   timeout=timeout)
         except subprocess.TimeoutExpired:
             raise EdgeCNNError(f"{self.label}: no answer within {timeout:g} s") from None
-        if proc.returncode == 255:  # ssh's own failure: connection, authentication, host key
+        head, mark, tail = proc.stderr.rpartition(b"\n" + STATUS_MARK)
+        if not mark or not tail.strip().isdigit():  # ssh's own failure: connection, authentication, host key
             lines = [ln for ln in proc.stderr.decode(errors="replace").splitlines() if ln.strip()]
             raise EdgeCNNError(f"cannot reach {self.label}: {lines[-1] if lines else 'ssh failed'}")
-        return proc
+        status = int(tail.strip())
+        killed = 128 < status < 128 + signal.NSIG  # how a POSIX shell reports a signal
+        return subprocess.CompletedProcess(proc.args, 128 - status if killed else status, proc.stdout, head)
+
+    def _killed(self, proc: subprocess.CompletedProcess) -> str:
+        """``runner killed by signal 11 (SIGSEGV) on ssh://...`` and the last line the runner printed."""
+        err = proc.stderr.decode(errors="replace").strip().splitlines()
+        return (f"runner killed by {_signal_text(proc.returncode)} on {self.label}"
+                + (f": {err[-1][:300]}" if err else ""))
 
     def upload(self, local: Path, remote: str) -> None:
         proc = self.run(f"cat > {shlex.quote(remote)}", data=Path(local).read_bytes())
@@ -133,21 +196,36 @@ class SSHTarget:
     def prepare(self) -> dict:
         """Make the remote folder, ship the runner, and probe the board; returns its description.
 
-        Raises one clear line when the board cannot be reached or has no NumPy / TFLite runtime.
+        Raises one clear line when the board cannot be reached or has no NumPy / TFLite runtime;
+        then a folder it made is removed again.
         """
         if self.remote_dir:
             proc = self.run(f"mkdir -p -- {shlex.quote(self.remote_dir)}")
-            self._dir = self.remote_dir.rstrip("/") or "/"
+            folder = self.remote_dir.rstrip("/") or "/"
+            self._dir = folder if folder.startswith("/") else f"./{folder}"  # no word starts with '-'
         else:
             proc = self.run("mktemp -d")
-            self._dir, self._made_dir = proc.stdout.decode().strip(), True
+            made = proc.stdout.decode(errors="replace").strip()
+            self._made_dir = proc.returncode == 0 and made.startswith("/") and made != "/" and "\n" not in made
+            self._dir = made if self._made_dir else None
         if proc.returncode != 0 or not self._dir:
             raise EdgeCNNError(f"cannot make a working folder on {self.label}: "
                                f"{proc.stderr.decode(errors='replace').strip()[:200]}")
-        with tempfile.TemporaryDirectory() as tmp:
-            self.upload(build_runner(Path(tmp) / RUNNER_NAME), self.runner_path)
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                self.upload(build_runner(Path(tmp) / RUNNER_NAME), self.runner_path)
+            return self._probe()
+        except BaseException:  # a failed upload or probe (or Ctrl-C) leaves no folder on the board
+            with contextlib.suppress(EdgeCNNError):
+                self.close()
+            raise
+
+    def _probe(self) -> dict:
+        """What the runner finds on the board (Python, NumPy, interpreter, machine); raises one line."""
         proc = self.run(f"{shlex.quote(self.python)} {shlex.quote(self.runner_path)} --probe")
         probe = _last_json(proc.stdout.decode(errors="replace"))
+        if probe is None and proc.returncode < 0:
+            raise EdgeCNNError(self._killed(proc))
         if probe is None:
             err = proc.stderr.decode(errors="replace").strip().splitlines()
             raise EdgeCNNError(f"{self.label}: cannot run the runner with {self.python!r}: "
@@ -172,6 +250,8 @@ class SSHTarget:
         except EdgeCNNError as exc:
             return error_row(point, str(exc))
         result = _last_json(proc.stdout.decode(errors="replace"))
+        if result is None and proc.returncode < 0:
+            return error_row(point, self._killed(proc))
         if result is None:
             err = proc.stderr.decode(errors="replace").strip().splitlines()
             return error_row(point, f"the board's runner failed (exit {proc.returncode})"

@@ -302,3 +302,20 @@ def test_no_device_missing_adb_and_missing_binary(cli, fake_adb, monkeypatch, tm
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     r = cli("bench", fake_adb["model"], "--target", "adb", "--benchmark-binary", fake_adb["binary"])
     assert r.code == 2 and r.err == "edgecnn: error: adb is not on PATH: install Android platform-tools\n"
+
+
+def test_serial_is_checked_and_local_paths_never_read_as_options(cli, fake_adb, monkeypatch):
+    for serial in ("-s; reboot", "emu 5554", "$(reboot)", "a\nb", ""):
+        r = cli("bench", fake_adb["model"], "--target", "adb", "--benchmark-binary", fake_adb["binary"],
+                "--serial", serial)
+        assert r.code == 2 and r.out == "" and r.err.startswith("edgecnn: error: bad --serial "), r
+        assert r.err.count("\n") == 1
+    assert not fake_adb["log"].exists()  # adb never ran
+    model = fake_adb["model"].with_name("-n.tflite")  # adb push would read "-n.tflite" as its -n flag
+    model.write_bytes(b"TFL3 not really")
+    monkeypatch.chdir(model.parent)
+    r = cli("bench", "./-n.tflite", "--target", "adb", "--benchmark-binary", fake_adb["binary"],
+            "--serial", "192.168.1.7:5555", "--threads", "1", "--json")
+    assert r.code == 0, r
+    pushed = [c[3] for c in _calls(fake_adb["log"]) if c[2] == "push"]
+    assert pushed == [str(fake_adb["binary"]), str(model)]  # absolute: no word starts with '-'

@@ -2,8 +2,9 @@
 
 The test starts ``sshd -D -e`` as the current user on a free port with a throw-away host key and
 client key (``ssh-keygen``), a temporary ``sshd_config`` and ``authorized_keys``, and stops it at
-the end. The "board" is this machine: its Python is given with ``--remote-python``. Paths with
-spaces, ``$``, ``;`` and quotes are used on both sides.
+the end. The "board" is this machine: its Python is given with ``--remote-python``; its ``mktemp -d``
+folders go to the fixture's ``board-tmp`` (sshd's ``SetEnv TMPDIR``). Paths with spaces, ``$``, ``;``
+and quotes are used on both sides.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def sshd(tmp_path_factory):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp / name)], check=True)
     (tmp / "authorized_keys").write_text((tmp / "client_key.pub").read_text())
     port = _free_port()
+    (tmp / "board-tmp").mkdir()
     (tmp / "sshd_config").write_text(f"""Port {port}
 ListenAddress 127.0.0.1
 HostKey {tmp / 'host_key'}
@@ -59,6 +61,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
+SetEnv TMPDIR={tmp / 'board-tmp'}
 """)
     if os.geteuid() == 0:
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
@@ -76,7 +79,7 @@ StrictModes no
                "--ssh-option", f"UserKnownHostsFile={tmp / 'known_hosts'}",
                "--ssh-option", "StrictHostKeyChecking=accept-new"]
     yield {"url": f"ssh://{getpass.getuser()}@127.0.0.1:{port}", "options": options, "tmp": tmp,
-           "port": port}
+           "port": port, "board_tmp": tmp / "board-tmp"}
     proc.terminate()
     proc.wait(10)
     log.close()
@@ -133,7 +136,7 @@ def test_default_remote_folder_is_removed_and_table_printed(cli, sshd, weird_mod
     target = SSHTarget.parse(sshd["url"], key=opts[1], python=VENV_PYTHON, options=[opts[3], opts[5]])
     target.prepare()
     workdir = Path(target.workdir)  # made with mktemp -d on the board (this machine)
-    assert (workdir / "edgecnn_runner.pyz").is_file()
+    assert workdir.parent == sshd["board_tmp"] and (workdir / "edgecnn_runner.pyz").is_file()
     target.close()
     assert not workdir.exists()
 
@@ -192,3 +195,54 @@ def test_corrupt_model_on_the_board_is_an_error_row_others_survive(cli, sshd, we
     assert rows[weird_model.name]["status"] == "ok"
     assert rows[bad.name]["status"] == "error" and "cannot run" in rows[bad.name]["error"]
     assert r.err.count("edgecnn: error:") == 1
+
+
+def _script(path: Path, body: str) -> str:
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_runner_killed_by_a_signal_is_not_called_unreachable(cli, sshd, weird_model, tmp_path):
+    # the probe itself dies: prepare() fails, and the folder it made on the board goes too
+    segv = _script(tmp_path / "segv python", "kill -SEGV $$\n")
+    r = cli("bench", weird_model, "--target", sshd["url"], *sshd["options"], "--remote-python", segv)
+    assert r.code == 2 and r.out == "" and r.err.count("\n") == 1, r
+    assert r.err.startswith(f"edgecnn: error: runner killed by signal 11 (SIGSEGV) on {sshd['url']}")
+    assert list(sshd["board_tmp"].iterdir()) == []
+    # the probe works, the measurement dies: an error row that names the signal
+    crash_later = _script(tmp_path / "crash later", f"""case "$*" in *--probe*) exec '{VENV_PYTHON}' "$@";; esac
+kill -KILL $$
+""")
+    r = cli("bench", weird_model, "--target", sshd["url"], *sshd["options"], "--remote-python", crash_later,
+            "--threads", "1", *QUICK, "--json")
+    assert r.code == 2, r
+    [row] = json.loads(r.out)["rows"]
+    assert row["status"] == "error"
+    assert row["error"].startswith(f"runner killed by signal 9 (SIGKILL) on {sshd['url']}")
+    assert list(sshd["board_tmp"].iterdir()) == []
+
+
+def test_target_injection_is_refused_before_ssh_runs(cli, weird_model, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    _script(bin_dir / "ssh", f"echo \"$@\" >> '{tmp_path / 'ssh.log'}'\n")  # records any ssh started
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.chdir(tmp_path)
+    for target, why in (("ssh://-oProxyCommand=touch${IFS}X@127.0.0.1:1", "bad ssh user"),
+                        ("ssh://%2DoProxyCommand=touch${IFS}X@127.0.0.1", "bad ssh user"),
+                        ("ssh://pi@-oProxyCommand=x", "bad ssh host"),
+                        ("ssh://pi@host%0Aname", "bad ssh host"),
+                        ("ssh://pi@host:0", "bad --target"),
+                        ("ssh://pi:secret@host", "bad --target")):
+        r = cli("bench", weird_model, "--target", target)
+        assert r.code == 2 and r.out == "" and r.err.count("\n") == 1, r
+        assert r.err.startswith(f"edgecnn: error: {why} "), r
+    assert not (tmp_path / "ssh.log").exists() and not (tmp_path / "X").exists()
+
+
+def test_valid_targets_reach_ssh_after_its_options_end():
+    for url, dest in (("ssh://pi@raspberrypi.local:2222", "pi@raspberrypi.local"), ("ssh://my_pi", "my_pi"),
+                      ("ssh://root@10.0.0.7", "root@10.0.0.7"), ("ssh://u@[fe80::1%25eth0]:22", "u@fe80::1%eth0")):
+        argv = SSHTarget.parse(url).ssh_argv("true")
+        assert argv[-3:] == ["--", dest, "true"], argv
