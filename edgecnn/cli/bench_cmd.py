@@ -107,7 +107,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("remote targets")
     g.add_argument("--target", default="local", metavar="T",
                    help="'local' (default), 'ssh://[user@]host[:port]' (a Linux board with python3, "
-                        "NumPy and ai-edge-litert or tflite_runtime) or 'adb' (Android); "
+                        "NumPy and ai-edge-litert or tflite_runtime; user: a login name, host: a DNS name, "
+                        "IPv4 or [IPv6] address, port 1-65535) or 'adb' (Android); "
                         "e.g. --target ssh://pi@raspberrypi.local")
     g.add_argument("--ssh-key", metavar="KEY", help="private key for ssh; e.g. --ssh-key ~/.ssh/id_ed25519")
     g.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
@@ -120,7 +121,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--benchmark-binary", type=Path, metavar="FILE",
                    help="TFLite's benchmark_model built for the phone (adb target); "
                         "e.g. --benchmark-binary ./android_aarch64_benchmark_model")
-    g.add_argument("--serial", metavar="S", help="adb device serial when several are attached; e.g. --serial emulator-5554")
+    g.add_argument("--serial", metavar="S", help="adb device serial when several are attached, as 'adb devices' "
+                                                  "lists it (letters, digits, . _ : - []); e.g. --serial emulator-5554")
     g.add_argument("--use-gpu", action="store_true", help="adb: run with the GPU delegate (--use_gpu=true)")
     g.add_argument("--use-nnapi", action="store_true", help="adb: run with the NNAPI delegate (--use_nnapi=true)")
     g.add_argument("--no-xnnpack", action="store_true", help="adb: --use_xnnpack=false (TFLite's reference CPU kernels)")
