@@ -7,6 +7,7 @@ the format of ``edgecnn/imagenet_classes.txt``, of TFLite metadata label files a
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Iterable
@@ -15,6 +16,8 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.io import write_text
 
 IMAGENET_CLASSES_FILE = "imagenet_classes.txt"
+IMAGENET_SYNSETS_FILE = "imagenet_synsets.txt"
+SYNSET_NAME = re.compile(r"^(n\d{8})[_.]")
 
 
 @functools.lru_cache(maxsize=1)
@@ -26,6 +29,24 @@ def _imagenet_labels() -> tuple[str, ...]:
 def imagenet_labels() -> list[str]:
     """The 1000 ImageNet-1k class names in index order (``imagenet_labels()[285] == "Egyptian cat"``)."""
     return list(_imagenet_labels())
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_synsets() -> dict[str, int]:
+    """WordNet ID -> ImageNet-1k class index (``imagenet_synsets()["n01440764"] == 0``, tench).
+
+    The index is the ID's position in sorted order, the convention of torchvision and TF-slim.
+    """
+    text = resources.files("edgecnn").joinpath(IMAGENET_SYNSETS_FILE).read_text(encoding="utf-8")
+    ids = [line for line in (raw.strip() for raw in text.splitlines()) if line and not line.startswith("#")]
+    return {wnid: i for i, wnid in enumerate(ids)}
+
+
+def synset_index(file_name: str) -> int | None:
+    """The ImageNet-1k class of a file named ``<wnid>_<anything>`` (e.g. ``n01440764_tench.JPEG``),
+    or None when the name does not start with a known WordNet ID."""
+    match = SYNSET_NAME.match(file_name)
+    return imagenet_synsets().get(match.group(1)) if match else None
 
 
 def _parse(text: str, source: str) -> list[str]:

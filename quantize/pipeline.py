@@ -129,7 +129,8 @@ def _load(files: Sequence[Path], preprocess: Preprocess) -> tuple[np.ndarray, li
 
 def load_eval(folder: Path, preprocess: Preprocess, labels: list[str] | None, num_classes: int,
               n: int, seed: int = 0) -> EvalSet:
-    """``--eval-data``: class sub-folders (labelled; names must be model classes) or plain images."""
+    """``--eval-data``: class sub-folders (labelled; names must be model classes) or plain images
+    (labelled when a 1000-class model meets photos named ``<ImageNet wnid>_...``)."""
     from edgecnn.data.datasets import class_dirs
 
     if not folder.is_dir():
@@ -148,15 +149,24 @@ def load_eval(folder: Path, preprocess: Preprocess, labels: list[str] | None, nu
                                    f"{num_classes} classes{known}")
             pairs += [(p, index) for p in list_images(d)]
     else:
-        pairs = [(p, -1) for p in list_images(folder)]
+        pairs = [(p, _synset_label(p, num_classes)) for p in list_images(folder)]
+    labelled = bool(classes) or (bool(pairs) and all(y >= 0 for _, y in pairs))
     if not pairs:
         raise EdgeCNNError(f"--eval-data {folder} holds no image files")
     random.Random(seed).shuffle(pairs)
     pairs = pairs[:n]
     check_channels([p for p, _ in pairs], preprocess.in_chans, "--eval-data")
     pixels, kept = _load([p for p, _ in pairs], preprocess)
-    y = np.asarray([pairs[i][1] for i in kept]) if classes else None
-    return EvalSet(pixels, y, f"{len(kept)} images from {folder}" + (" (labelled)" if classes else ""))
+    y = np.asarray([pairs[i][1] for i in kept]) if labelled else None
+    return EvalSet(pixels, y, f"{len(kept)} images from {folder}" + (" (labelled)" if labelled else ""))
+
+
+def _synset_label(path: Path, num_classes: int) -> int:
+    """A 1000-class model's label for an ImageNet photo named ``<wnid>_...``; -1 when there is none."""
+    from edgecnn.labels import synset_index
+
+    index = synset_index(path.name) if num_classes == 1000 else None
+    return -1 if index is None else index
 
 
 def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: str | Path | None = None,

@@ -3,7 +3,8 @@
 - **Outputs** (the ``.tflite`` run with :class:`edgecnn.converters.tflite_runtime.TFLiteModel`
   against the float PyTorch model, on evaluation images that did not calibrate): top-1
   agreement, mean logit cosine similarity, SQNR of the logits in dB
-  (``10 log10(sum ref^2 / sum (ref - int8)^2)``); with labels, top-1/top-5 of both.
+  (``10 log10(sum ref^2 / sum (ref - int8)^2)``), softmax KL divergence; with labels, top-1/top-5
+  of both and the paired top-1 change with its interval (:mod:`edgecnn.paired`).
 - **Per layer** (PT2E numeric debugger, ``torchao.quantization.pt2e``: loggers on the float and the
   quantised graph, paired by node provenance): each conv/linear/add/pool output's SQNR int8 vs
   float over the images, and ``loss_db``, how many dB the layer itself lost relative to its
@@ -54,12 +55,26 @@ def output_metrics(ref: np.ndarray, out: np.ndarray, labels: np.ndarray | None =
         "cosine_min": float(np.min(cos)),
         "sqnr_db": sqnr_db(ref, out),
     }
+    m["kl_divergence"] = kl_divergence(ref, out)
     if labels is not None:
+        from edgecnn.paired import paired_difference
+
         labels = np.asarray(labels)
         k = min(5, ref.shape[1])
         m.update(float_top1=_topk(ref, labels, 1), int8_top1=_topk(out, labels, 1),
-                 float_top5=_topk(ref, labels, k), int8_top5=_topk(out, labels, k))
+                 float_top5=_topk(ref, labels, k), int8_top5=_topk(out, labels, k),
+                 top1_change=paired_difference(ref.argmax(1) == labels, out.argmax(1) == labels).to_dict())
     return m
+
+
+def kl_divergence(ref: np.ndarray, out: np.ndarray) -> float:
+    """Mean KL(softmax(ref) || softmax(out)) over images (nats): how far int8 moved the class scores."""
+    ref, out = np.asarray(ref, np.float64), np.asarray(out, np.float64)
+    log_p = ref - ref.max(1, keepdims=True)
+    log_p -= np.log(np.exp(log_p).sum(1, keepdims=True))
+    log_q = out - out.max(1, keepdims=True)
+    log_q -= np.log(np.exp(log_q).sum(1, keepdims=True))
+    return float(np.mean(np.sum(np.exp(log_p) * (log_p - log_q), axis=1)))
 
 
 @dataclass
@@ -201,6 +216,11 @@ def print_report(report: FidelityReport, top: int = 12) -> None:
     if "float_top1" in o:
         rows += [("top-1 float -> int8", f"{100 * o['float_top1']:.1f}% -> {100 * o['int8_top1']:.1f}%"),
                  ("top-5 float -> int8", f"{100 * o['float_top5']:.1f}% -> {100 * o['int8_top5']:.1f}%")]
+        c = o["top1_change"]
+        rows += [("top-1 change (paired)", f"{c['diff']:+.1f} points, {100 * c['confidence']:.0f}% CI "
+                                           f"[{c['low']:+.1f}, {c['high']:+.1f}]; {c['a_only']} lost, "
+                                           f"{c['b_only']} gained")]
+    rows += [("logit KL float || int8", f"{o['kl_divergence']:.4f} nats")]
     print_table(f"int8 fidelity: {report.model}, method {report.method}, {report.calib_images} calibration "
                 "images", ("measure", "value"), rows)
     if report.layers:

@@ -14,6 +14,9 @@ alike.
 - Fashion-MNIST is read from its four IDX files (gzip or raw), found in Debian's
   ``dataset-fashion-mnist`` location by default; ``val`` is a seeded ``val_split`` of the 60,000
   training images (``val_split=0`` uses the 10,000-image test set as ``val``).
+- An ImageNet photo folder is flat, every image named ``<wnid>_<anything>`` (e.g.
+  ``n01440764_tench.JPEG``, the layout of the ImageNet validation sample sets): labelled for the
+  1000 ImageNet-1k classes (index = the WordNet ID's sorted position), one ``test`` split.
 - CIFAR-10's official python batches are pickles. They are read with an unpickler that can build
   only NumPy arrays, lists, dicts and strings; any other object in the file is refused.
 """
@@ -296,6 +299,33 @@ def seeded_split(split: Split, num_classes: int, fraction: float, seed: int) -> 
     return split.subset(sorted(keep)), split.subset(sorted(held))
 
 
+def is_synset_folder(folder: Path) -> bool:
+    """True for a flat folder whose images are all named ``<ImageNet wnid>_...``."""
+    from edgecnn.labels import synset_index
+
+    files = list_images(folder)
+    return bool(files) and not class_dirs(folder) and all(synset_index(p.name) is not None for p in files)
+
+
+def load_synset_folder(folder: Path, max_unreadable: float) -> LabelledData:
+    """A flat ImageNet photo folder (see the module docstring): 1000 classes, one ``test`` split."""
+    from edgecnn.labels import imagenet_labels, synset_index
+
+    paths, bad = [], []
+    for path in list_images(folder):
+        reason = _readable(path)
+        if reason is None:
+            paths.append(path)
+        else:
+            bad.append(f"{path} ({reason})")
+    if bad and len(bad) / (len(bad) + len(paths)) > max_unreadable:
+        raise EdgeCNNError(f"{len(bad)} of {len(bad) + len(paths)} images in {folder} are unreadable, "
+                           f"e.g. {bad[0]}")
+    split = Split(labels=np.asarray([synset_index(p.name) for p in paths], dtype=np.int64), paths=paths)
+    return LabelledData(source=str(folder), classes=imagenet_labels(), in_chans=3,
+                        splits={"test": split, "val": split}, unreadable=bad, val_is_test=True)
+
+
 def load_image_folder(folder: Path, val_split: float, seed: int, max_unreadable: float,
                       max_imbalance: float) -> LabelledData:
     """An image folder with class sub-folders (see the module docstring)."""
@@ -393,7 +423,8 @@ def _named_folder(name: str, candidates: list[Path], check, hint: str) -> Path:
 
 def open_dataset(data: str | Path, *, val_split: float = 0.1, seed: int = 0,
                  max_unreadable: float = 0.05, max_imbalance: float = 10.0) -> LabelledData:
-    """Open ``data``: ``fashion-mnist``, ``cifar-10``, or a folder (IDX files, CIFAR batches or images)."""
+    """Open ``data``: ``fashion-mnist``, ``cifar-10``, or a folder (IDX files, CIFAR batches, class
+    sub-folders of images, or ImageNet photos named by WordNet ID)."""
     key = str(data).strip().lower()
     if key in FASHION_MNIST_NAMES:
         folder = _named_folder("Fashion-MNIST", fashion_mnist_dirs(), is_idx_folder,
@@ -419,6 +450,8 @@ def open_dataset(data: str | Path, *, val_split: float = 0.1, seed: int = 0,
     if is_cifar_folder(folder):
         splits, classes = load_cifar_folder(folder)
         return _array_dataset(str(folder), classes, splits, val_split, seed)
+    if is_synset_folder(folder):
+        return load_synset_folder(folder, max_unreadable)
     return load_image_folder(folder, val_split, seed, max_unreadable, max_imbalance)
 
 
