@@ -12,7 +12,8 @@ import os
 import sys
 
 from edgecnn import __version__
-from edgecnn.errors import EdgeCNNError
+from edgecnn.cli.common import Parser
+from edgecnn.errors import EXIT_USAGE, EdgeCNNError, shorten
 
 # (module under edgecnn.cli) in the order `edgecnn --help` lists them
 COMMAND_MODULES = ("models_cmd", "train_cmd", "eval_cmd", "export_cmd", "quantize_cmd", "bench_cmd")
@@ -25,7 +26,7 @@ run 'edgecnn COMMAND --help' for the flags of each command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="edgecnn", description="From a CNN name or checkpoint to an app-ready, verified .tflite.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edgecnn {__version__}")
@@ -52,6 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgecnn: interrupted; no partial output was kept", file=sys.stderr)
         return 130
+    except OSError as exc:  # the user's files or system (permissions, names too long, ...), not a bug
+        where = f"{shorten(exc.filename)}: " if exc.filename else ""
+        print(f"edgecnn: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # a bug: one line here, the traceback in a log file, exit 70
+        from edgecnn.cli.crash import internal_error
+
+        return internal_error(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover
