@@ -18,10 +18,13 @@ from typing import Callable, Iterable
 
 from edgecnn.benchmarks.measure import Protocol
 from edgecnn.benchmarks.runtimes import RUNTIMES, error_row, point_key, run_point, unavailable_reason
-from edgecnn.errors import EdgeCNNError
+from edgecnn.errors import EdgeCNNError, shorten
 from edgecnn.io import atomic_path, write_text
+from edgecnn.limits import COUNT, IN_CHANS, NUM_CLASSES, PROBABILITY, RES
+from edgecnn.schema import Doc, check_knobs
 
 MODEL_SUFFIXES = (".tflite", ".onnx")
+MAX_REPORT_BYTES = 16 << 20  # an export's report.json is a few KiB; a larger one is not one
 
 
 def precision_from_name(path: Path) -> str | None:
@@ -95,38 +98,65 @@ def read_export_dir(folder: Path) -> tuple[list[Path], dict | None, dict]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MODEL_SUFFIXES and p.is_file())
     if not files:
         raise EdgeCNNError(f"{folder} holds no .tflite or .onnx file")
-    report_path = folder / "report.json"
-    if not report_path.is_file():
+    report = read_report(folder)
+    if report is None:
         return files, None, {"model": folder.name}
-    try:
-        report = json.loads(report_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise EdgeCNNError(f"cannot read {report_path}: {exc}") from None
     return files, report_spec(report), report_info(report, folder)
 
 
-def report_spec(report: dict) -> dict | None:
-    """The zoo model an export's ``report.json`` describes (for PyTorch points), or None."""
+def read_report(folder: Path) -> dict | None:
+    """An export folder's ``report.json`` (None when there is none), checked field by field.
+
+    Only the fields a benchmark uses are kept: ``model`` (a zoo name), ``name``, ``knobs``, ``res``,
+    ``num_classes``, ``in_chans``, ``macs`` and per file ``name``, ``precision``, ``accuracy``.
+    """
+    from edgecnn.converters.base import PRECISIONS
     from edgecnn.models import get_spec
 
-    try:
-        spec = get_spec(report["model"])
-        res = int(report["res"])
-    except (KeyError, TypeError, ValueError, EdgeCNNError):
+    path = folder / "report.json"
+    if not path.is_file():
         return None
-    knobs = {k: v for k, v in (report.get("knobs") or {}).items() if k in spec.tunable}
-    return {"name": spec.name, "knobs": knobs, "res": res, "num_classes": report.get("num_classes"),
-            "in_chans": report.get("in_chans"), "label": report.get("name") or spec.name}
+    try:
+        if path.stat().st_size > MAX_REPORT_BYTES:
+            raise EdgeCNNError(f"{path} is larger than {MAX_REPORT_BYTES >> 20} MiB: not an export report")
+        doc = Doc(json.loads(path.read_bytes()), str(path))
+    except (OSError, ValueError) as exc:
+        raise EdgeCNNError(f"cannot read {path}: {exc}") from None
+    model = doc.get("model", str)
+    try:
+        tunable = get_spec(model).tunable
+    except EdgeCNNError as exc:
+        raise EdgeCNNError(f"{path}: {exc}") from None
+    report = {"model": model, "name": doc.get("name", str, None), "knobs": check_knobs(doc, "knobs", tunable),
+              **{k: doc.get(k, default=None, bound=b) for k, b in
+                 (("res", RES), ("num_classes", NUM_CLASSES), ("in_chans", IN_CHANS), ("macs", COUNT))}}
+    report["files"] = []
+    for i, entry in enumerate(doc.items("files", dict, [])):
+        f = Doc(entry, f"{path}: files[{i}]")
+        name = f.get("name", str, None) or Path(f.get("path", str)).name
+        if not name or Path(name).name != name:
+            raise EdgeCNNError(f"{f.where}: name must be a file name, got {shorten(repr(name))}")
+        report["files"].append({"name": name, "precision": f.get("precision", str, None, choices=PRECISIONS),
+                                "accuracy": f.get("accuracy", default=None, bound=PROBABILITY)})
+    return report
+
+
+def report_spec(report: dict) -> dict | None:
+    """The zoo model a checked export report (:func:`read_report`) describes, for PyTorch points."""
+    from edgecnn.models import get_spec
+
+    if report["res"] is None:
+        return None
+    spec = get_spec(report["model"])
+    return {"name": spec.name, "knobs": report["knobs"], "res": report["res"],
+            "num_classes": report["num_classes"], "in_chans": report["in_chans"],
+            "label": report["name"] or spec.name}
 
 
 def report_info(report: dict, folder: Path) -> dict:
-    """``model`` label, ``res``, ``macs`` and per-file precision/accuracy from an export report."""
-    files = {}
-    for f in report.get("files", []):
-        name = f.get("name") or Path(f.get("path", "")).name
-        files[name] = {"precision": f.get("precision"), "accuracy": f.get("accuracy")}
-    return {"model": report.get("name") or folder.name, "res": report.get("res"),
-            "macs": report.get("macs"), "files": files}
+    """``model`` label, ``res``, ``macs`` and per-file precision/accuracy from a checked export report."""
+    files = {f["name"]: {"precision": f["precision"], "accuracy": f["accuracy"]} for f in report["files"]}
+    return {"model": report["name"] or folder.name, "res": report["res"], "macs": report["macs"], "files": files}
 
 
 def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = None,
@@ -165,9 +195,9 @@ def ensure_export(spec: dict, precisions: list[str], exports_root: Path) -> Path
 
     folder = Path(exports_root) / spec["label"]
     try:
-        report = json.loads((folder / "report.json").read_text())
-        have = {f.get("precision") for f in report.get("files", []) if (folder / f.get("name", "")).is_file()}
-    except (OSError, ValueError):
+        report = read_report(folder) or {"files": []}
+        have = {f["precision"] for f in report["files"] if (folder / f["name"]).is_file()}
+    except (OSError, EdgeCNNError):  # no usable report: export again
         have = set()
     if not set(precisions) <= have:
         export(spec["name"], res=spec["res"], num_classes=spec.get("num_classes"),

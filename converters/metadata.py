@@ -38,12 +38,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgecnn.errors import EdgeCNNError
+from edgecnn.errors import EdgeCNNError, shorten
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
 TFLITE_IDENTIFIER = b"TFL3"
 LABELS_FILE = "labels.txt"
+MAX_ASSOCIATED_BYTES = 16 << 20  # one associated file (labels.txt): ImageNet-21k's labels are ~0.5 MiB
+MAX_ASSOCIATED_FILES = 64
 # Every field written here exists since metadata schema 1.0.0; readers refuse newer requirements.
 MIN_PARSER_VERSION = "1.0.0"
 _MD: Any = None  # the metadata schema module, loaded once
@@ -102,9 +104,29 @@ def _split_zip(model_bytes: bytes) -> tuple[bytes, dict[str, bytes]]:
     if not zipfile.is_zipfile(buf):
         return model_bytes, {}
     with zipfile.ZipFile(buf) as zf:
-        files = {info.filename: zf.read(info) for info in zf.infolist()}
-        start = min((info.header_offset for info in zf.infolist()), default=len(model_bytes))
+        infos = zf.infolist()
+        if len(infos) > MAX_ASSOCIATED_FILES:
+            raise EdgeCNNError(f"the model's metadata archive holds {len(infos)} files (more than "
+                               f"{MAX_ASSOCIATED_FILES}): not TFLite metadata")
+        files = {info.filename: _read_capped(zf, info) for info in infos}
+        start = min((info.header_offset for info in infos), default=len(model_bytes))
     return model_bytes[:start], files
+
+
+def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    """One associated file, refused when it unpacks to more than :data:`MAX_ASSOCIATED_BYTES`
+    (a zip bomb: a small file that inflates to gigabytes)."""
+    def refuse(size: str) -> EdgeCNNError:
+        return EdgeCNNError(f"the model's associated file {shorten(info.filename)!r} unpacks to {size} (more "
+                            f"than {MAX_ASSOCIATED_BYTES >> 20} MiB): refusing to read it")
+
+    if info.file_size > MAX_ASSOCIATED_BYTES:
+        raise refuse(f"{info.file_size / 2**20:.0f} MiB")
+    with zf.open(info) as f:  # the recorded size may lie: read one byte past the cap at most
+        data = f.read(MAX_ASSOCIATED_BYTES + 1)
+    if len(data) > MAX_ASSOCIATED_BYTES:
+        raise refuse("more")
+    return data
 
 
 def _input_tensor_type(tfl: Any, model: Any) -> int:
@@ -293,5 +315,5 @@ def read_metadata(model_bytes: bytes) -> dict:
         if assoc.type == md.AssociatedFileType.TENSOR_AXIS_LABELS:
             out["labels_file"] = _text(assoc.name)
             if out["labels_file"] in files:
-                out["labels"] = files[out["labels_file"]].decode("utf-8").splitlines()
+                out["labels"] = files[out["labels_file"]].decode("utf-8", errors="replace").splitlines()
     return out

@@ -18,8 +18,10 @@ from typing import Any
 from torch import nn
 
 from edgecnn.data.transforms import Preprocess
-from edgecnn.errors import EdgeCNNError
+from edgecnn.errors import EdgeCNNError, shorten
 from edgecnn.io import atomic_path
+from edgecnn.limits import IN_CHANS, NUM_CLASSES
+from edgecnn.schema import Doc, check_knobs
 
 FORMAT = "edgecnn-checkpoint/1"
 
@@ -44,13 +46,34 @@ class CheckpointMeta:
                            "data": self.data, "extra": self.extra})
 
     @classmethod
-    def from_json(cls, text: str) -> "CheckpointMeta":
-        d = json.loads(text)
-        if d.get("format") != FORMAT:
-            raise ValueError(f"unknown checkpoint format {d.get('format')!r}")
-        return cls(model=d["model"], knobs=d["knobs"], num_classes=int(d["num_classes"]),
-                   in_chans=int(d["in_chans"]), preprocess=Preprocess.from_dict(d["preprocess"]),
-                   labels=list(d.get("labels") or []), data=d.get("data"), extra=d.get("extra") or {})
+    def from_json(cls, text: str, where: str = "checkpoint metadata") -> "CheckpointMeta":
+        """Parse metadata read from a file (untrusted): every field is checked, the model must exist."""
+        from edgecnn.models import get_spec
+
+        try:
+            doc = Doc(json.loads(text), where)
+        except ValueError as exc:
+            raise EdgeCNNError(f"{where} is not JSON: {exc}") from None
+        if doc.get("format", str) != FORMAT:
+            raise EdgeCNNError(f"{where}: unknown format {shorten(repr(doc.data['format']))} (expected {FORMAT})")
+        name = doc.get("model", str)
+        try:
+            spec = get_spec(name)
+        except EdgeCNNError as exc:
+            raise EdgeCNNError(f"{where}: {exc}") from None
+        num_classes, in_chans = doc.get("num_classes", bound=NUM_CLASSES), doc.get("in_chans", bound=IN_CHANS)
+        preprocess = Preprocess.from_dict(doc.data.get("preprocess"), f"{where}: preprocess")
+        labels = doc.items("labels", str, [], max_len=NUM_CLASSES.hi)
+        if preprocess.in_chans != in_chans or labels and len(labels) != num_classes:
+            raise EdgeCNNError(f"{where}: in_chans {in_chans}, num_classes {num_classes}, {len(labels)} labels "
+                               f"and preprocess in_chans {preprocess.in_chans} do not agree")
+        try:
+            spec.check_res(preprocess.res)
+        except EdgeCNNError as exc:
+            raise EdgeCNNError(f"{where}: {exc}") from None
+        return cls(model=name, knobs=check_knobs(doc, "knobs", spec.tunable), num_classes=num_classes,
+                   in_chans=in_chans, preprocess=preprocess, labels=labels, data=doc.get("data", str, None),
+                   extra=doc.get("extra", dict, {}))
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> Path:
@@ -63,35 +86,35 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
     return Path(path)
 
 
-def read_meta(path: str | Path) -> CheckpointMeta | None:
-    """The edgecnn metadata of a safetensors file, or ``None`` when it has none (a plain file)."""
+def _meta_text(path: str | Path) -> str | None:
+    """The raw ``"edgecnn"`` metadata entry of a safetensors file (None: a plain safetensors file)."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            text = (f.metadata() or {}).get("edgecnn")
+            return (f.metadata() or {}).get("edgecnn")
     except Exception as exc:  # safetensors raises its own error types for foreign/corrupt files
         raise EdgeCNNError(f"{path} is not a readable safetensors file: {exc}") from None
-    if text is None:
-        return None
-    try:
-        return CheckpointMeta.from_json(text)
-    except (ValueError, KeyError, TypeError) as exc:
-        raise EdgeCNNError(f"{path} has broken edgecnn metadata: {exc}") from None
+
+
+def read_meta(path: str | Path) -> CheckpointMeta | None:
+    """The checked edgecnn metadata of a safetensors file, or ``None`` when it has none (a plain file)."""
+    text = _meta_text(path)
+    return None if text is None else CheckpointMeta.from_json(text, f"{path} (edgecnn metadata)")
 
 
 def is_checkpoint(path: str | Path) -> bool:
-    """True when ``path`` is a safetensors file carrying edgecnn metadata."""
+    """True when ``path`` is a safetensors file carrying edgecnn metadata (valid or not: loading checks it)."""
     path = Path(path)
-    if not path.is_file():
-        return False
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if len(head) < 8 or int.from_bytes(head, "little") > path.stat().st_size:
-        return False
     try:
-        return read_meta(path) is not None
-    except EdgeCNNError:
+        if not path.is_file():
+            return False
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if len(head) < 8 or int.from_bytes(head, "little") > path.stat().st_size:
+            return False
+        return _meta_text(path) is not None
+    except (OSError, EdgeCNNError):  # unreadable, or a name no file system takes
         return False
 
 

@@ -251,18 +251,18 @@ def test_lite_records_tf_normalisation():
 
 
 @pytest.mark.parametrize("name, kwargs, message", [
-    ("mobilenet", {"alpha": 0}, "alpha (width multiplier) must be > 0, got 0; published values are "
-                                "0.25, 0.5, 0.75, 1.0"),
-    ("mobilenet_v1", {"alpha": -0.5}, "alpha (width multiplier) must be > 0"),
-    ("mobilenet_v1", {"alpha": math.nan}, "alpha (width multiplier) must be > 0"),
-    ("mobilenet_v1", {"alpha": "half"}, "alpha (width multiplier) must be > 0"),
+    ("mobilenet", {"alpha": 0}, "alpha (width multiplier) must be a number in (0, 4], got 0 (published "
+                                "values are 0.25, 0.5, 0.75, 1.0)"),
+    ("mobilenet_v1", {"alpha": -0.5}, "alpha (width multiplier) must be a number in (0, 4]"),
+    ("mobilenet_v1", {"alpha": math.nan}, "alpha (width multiplier) must be a number in (0, 4]"),
+    ("mobilenet_v1", {"alpha": "half"}, "alpha (width multiplier) must be a number in (0, 4]"),
     ("mobilenet_v3_large", {"alpha": 0.0}, "published values are 0.75, 1.0"),
     ("efficientnet", {"phi": 9}, "phi (EfficientNet compound coefficient) must be a number in [-4, 8]"),
     ("efficientnet", {"phi": True}, "phi (EfficientNet compound coefficient)"),
     ("efficientnet_b3", {"phi": 1.0}, "efficientnet_b3 has no knob phi (its knobs: none)"),
     ("squeezenet1_0", {"alpha": 0.5}, "squeezenet1_0 has no knob alpha"),
-    ("shufflenet_v2_x1_0", {"num_classes": 0}, "num_classes must be an integer >= 1"),
-    ("efficientnet_lite0", {"in_chans": 0}, "in_chans must be an integer >= 1"),
+    ("shufflenet_v2_x1_0", {"num_classes": 0}, "num_classes must be an integer in [1, 100000]"),
+    ("efficientnet_lite0", {"in_chans": 0}, "in_chans must be an integer in [1, 4]"),
 ])
 def test_bad_knobs_raise_one_line(name, kwargs, message):
     with pytest.raises(EdgeCNNError) as info:

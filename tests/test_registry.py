@@ -27,10 +27,11 @@ def test_create_model_records_its_config():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"num_classes": 0}, "num_classes must be an integer >= 1"),
-    ({"in_chans": 0}, "in_chans must be an integer >= 1"),
-    ({"alpha": 0}, "alpha (width multiplier) must be > 0"),
-    ({"alpha": -1.0}, "alpha (width multiplier) must be > 0"),
+    ({"num_classes": 0}, "num_classes must be an integer in [1, 100000], got 0"),
+    ({"in_chans": 0}, "in_chans must be an integer in [1, 4], got 0"),
+    ({"alpha": 0}, "alpha (width multiplier) must be a number in (0, 4]"),
+    ({"alpha": -1.0}, "alpha (width multiplier) must be a number in (0, 4]"),
+    ({"alpha": 1e9}, "alpha (width multiplier) must be a number in (0, 4]"),
     ({"phi": 1.0}, "has no knob phi"),
 ])
 def test_bad_arguments_raise_clear_errors(kwargs, message):

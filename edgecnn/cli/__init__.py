@@ -12,7 +12,8 @@ import os
 import sys
 
 from edgecnn import __version__
-from edgecnn.errors import EdgeCNNError
+from edgecnn.cli.common import Parser
+from edgecnn.errors import EXIT_USAGE, EdgeCNNError, shorten
 from edgecnn.signals import exit_status, handling, signal_name
 
 # (module under edgecnn.cli) in the order `edgecnn --help` lists them
@@ -26,7 +27,7 @@ run 'edgecnn COMMAND --help' for the flags of each command."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="edgecnn", description="From a CNN name or checkpoint to an app-ready, verified .tflite.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"edgecnn {__version__}")
@@ -52,7 +53,7 @@ def _run(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
+        return EXIT_USAGE
     try:
         return int(args.func(args) or 0)
     except EdgeCNNError as exc:
@@ -61,6 +62,14 @@ def _run(argv: list[str] | None) -> int:
     except BrokenPipeError:  # `edgecnn models | head`: the reader left; exit quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:  # the user's files or system (permissions, names too long, ...), not a bug
+        where = f"{shorten(exc.filename)}: " if exc.filename else ""
+        print(f"edgecnn: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # a bug: one line here, the traceback in a log file, exit 70
+        from edgecnn.cli.crash import internal_error
+
+        return internal_error(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from edgecnn.cli.common import emit_json, positive_float, positive_int
+from edgecnn import limits as L
+from edgecnn.cli.common import ALPHA_HINT, bounded, emit_json
 from edgecnn.errors import EdgeCNNError
 
 EPILOG = """examples:
@@ -29,11 +30,12 @@ def _list(kind, name: str):
         try:
             values = [kind(v) for v in text.split(",") if v.strip()]
         except (ValueError, argparse.ArgumentTypeError) as exc:
-            raise argparse.ArgumentTypeError(f"{name}: {exc}") from None
+            raise argparse.ArgumentTypeError(str(exc)) from None
         if not values:
             raise argparse.ArgumentTypeError(f"{name}: empty list")
         return values
 
+    parse.bound = getattr(kind, "bound", None)
     return parse
 
 
@@ -61,17 +63,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="a .tflite or .onnx file, an export folder (e.g. exports/mobilenet_v1_0.50_160/) "
                         "or a zoo model name (e.g. mobilenet), which is exported first; e.g. model.tflite")
     g = p.add_argument_group("zoo models (when MODEL_OR_PATH is a name)")
-    g.add_argument("--alpha", type=_list(positive_float, "--alpha"), metavar="A[,A...]",
+    g.add_argument("--alpha", type=_list(bounded(L.ALPHA, ALPHA_HINT), "--alpha"), metavar="A[,A...]",
                    help="width multipliers to sweep; e.g. --alpha 0.25,0.5,0.75,1.0")
-    g.add_argument("--res", type=_list(positive_int, "--res"), metavar="PX[,PX...]",
+    g.add_argument("--res", type=_list(bounded(L.RES), "--res"), metavar="PX[,PX...]",
                    help="input resolutions to sweep (default: the model's); e.g. --res 128,160,192,224")
     g.add_argument("--quantize", type=_list(_choices(PRECISIONS), "--quantize"),
                    default=["float32", "int8"], metavar="P[,P...]",
                    help="precisions of the exported files: float32,float16,dynamic,int8 "
                         "(default float32,int8); e.g. --quantize float32,int8")
-    g.add_argument("--num-classes", type=positive_int, metavar="N",
+    g.add_argument("--num-classes", type=bounded(L.NUM_CLASSES), metavar="N",
                    help="classifier outputs (default 1000); e.g. --num-classes 10")
-    g.add_argument("--in-chans", type=positive_int, metavar="C",
+    g.add_argument("--in-chans", type=bounded(L.IN_CHANS), metavar="C",
                    help="input channels (default the model's); e.g. --in-chans 1")
     g.add_argument("--exports-dir", type=Path, default=Path("exports"), metavar="DIR",
                    help="where zoo variants are exported, or reused when already there "
@@ -80,19 +82,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--runtime", type=_list(_choices(list(RUNTIMES)), "--runtime"), metavar="R[,R...]",
                    help=f"runtimes (default all that apply to the inputs: {', '.join(RUNTIMES)}; "
                         "GPU ones are listed as skipped without CUDA); e.g. --runtime litert,onnxruntime")
-    g.add_argument("--threads", type=_list(positive_int, "--threads"), metavar="N[,N...]",
+    g.add_argument("--threads", type=_list(bounded(L.THREADS), "--threads"), metavar="N[,N...]",
                    help="CPU thread counts (default 1 and all cores of the target); e.g. --threads 1,2,4")
-    g.add_argument("--runs", type=positive_int, default=50, metavar="N",
+    g.add_argument("--runs", type=bounded(L.RUNS), default=50, metavar="N",
                    help="minimum measured runs (default 50); e.g. --runs 200")
-    g.add_argument("--min-secs", type=positive_float, default=1.0, metavar="S",
+    g.add_argument("--min-secs", type=bounded(L.SECONDS), default=1.0, metavar="S",
                    help="minimum measuring time in seconds (default 1.0); e.g. --min-secs 5")
-    g.add_argument("--warmup-runs", type=positive_int, default=1, metavar="N",
+    g.add_argument("--warmup-runs", type=bounded(L.RUNS), default=1, metavar="N",
                    help="minimum warm-up runs (default 1); e.g. --warmup-runs 10")
-    g.add_argument("--warmup-secs", type=positive_float, default=0.5, metavar="S",
+    g.add_argument("--warmup-secs", type=bounded(L.SECONDS), default=0.5, metavar="S",
                    help="minimum warm-up time in seconds (default 0.5); e.g. --warmup-secs 2")
-    g.add_argument("--max-secs", type=positive_float, default=150.0, metavar="S",
+    g.add_argument("--max-secs", type=bounded(L.SECONDS), default=150.0, metavar="S",
                    help="stop a point's runs after this many seconds (default 150); e.g. --max-secs 30")
-    g.add_argument("--timeout", type=positive_float, default=600.0, metavar="S",
+    g.add_argument("--timeout", type=bounded(L.SECONDS), default=600.0, metavar="S",
                    help="kill a point's process after this many seconds and record an error "
                         "(default 600); e.g. --timeout 120")
     g = p.add_argument_group("output")

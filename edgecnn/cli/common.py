@@ -5,29 +5,44 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import numbers
 import sys
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, NoReturn, Sequence
+
+from edgecnn.errors import EXIT_USAGE
+from edgecnn.limits import ALPHA, IN_CHANS, NUM_CLASSES, PHI, PUBLISHED_ALPHAS, RES, Bound
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the house error format: one line ``edgecnn: error: ...``, exit status 2.
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+    Sub-command parsers inherit the class (``add_subparsers`` uses the parent's type).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.partition(" ")[2]
+        hint = f" (see 'edgecnn {command} --help')" if command else ""
+        self.exit(EXIT_USAGE, f"edgecnn: error: {' '.join(message.split())}{hint}\n")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
-    return value
+def bounded(bound: Bound, hint: str = "") -> Callable[[str], int | float]:
+    """An argparse type: the number in ``text`` if ``bound`` allows it, else an error naming the range."""
+
+    def parse(text: str) -> int | float:
+        try:
+            value = int(text) if bound.integer else float(text)
+        except ValueError:
+            value = None
+        if not bound.allows(value):
+            raise argparse.ArgumentTypeError(bound.message(text, hint, typed=True))
+        return value
+
+    parse.bound = bound  # lets tests find every bounded flag
+    return parse
+
+
+ALPHA_HINT = "published values are " + "; ".join(
+    f"{family} {', '.join(map(str, values))}" for family, values in PUBLISHED_ALPHAS.items())
 
 
 def add_model_args(parser: argparse.ArgumentParser, weights: bool = True) -> None:
@@ -35,18 +50,19 @@ def add_model_args(parser: argparse.ArgumentParser, weights: bool = True) -> Non
     parser.add_argument("model", metavar="MODEL",
                         help="zoo name or alias, e.g. mobilenet, mobilenet_v2, efficientnet_b0 "
                              "(see 'edgecnn models')")
-    parser.add_argument("--alpha", type=positive_float, metavar="A",
-                        help="width multiplier of MobileNets (paper values 0.25/0.5/0.75/1.0 for V1, "
-                             "0.35-1.4 for V2, V3); e.g. --alpha 0.5")
-    parser.add_argument("--phi", type=float, metavar="PHI",
+    parser.add_argument("--alpha", type=bounded(ALPHA, ALPHA_HINT), metavar="A",
+                        help="width multiplier of MobileNets, in (0, 4] (paper values 0.25/0.5/0.75/1.0 for V1, "
+                             "0.35-1.4 for V2, 0.75/1.0 for V3); e.g. --alpha 0.5")
+    parser.add_argument("--phi", type=bounded(PHI), metavar="PHI",
                         help="EfficientNet compound coefficient for your own scaled variant "
                              "(width 1.1^phi, depth 1.2^phi, resolution 1.15^phi); e.g. --phi 0.5")
-    parser.add_argument("--res", type=positive_int, metavar="PX",
-                        help="square input resolution in pixels (default: the model's own, e.g. 224); "
+    parser.add_argument("--res", type=bounded(RES), metavar="PX",
+                        help="square input resolution in pixels, 8-2048 and at least the model's minimum "
+                             "(default: the model's own, e.g. 224); "
                              "e.g. --res 160")
-    parser.add_argument("--num-classes", type=positive_int, default=None, metavar="N",
+    parser.add_argument("--num-classes", type=bounded(NUM_CLASSES), default=None, metavar="N",
                         help="classifier outputs (default 1000, or the checkpoint's)")
-    parser.add_argument("--in-chans", type=positive_int, default=None, metavar="C",
+    parser.add_argument("--in-chans", type=bounded(IN_CHANS), default=None, metavar="C",
                         help="input channels: 3 for RGB, 1 for grayscale (default: the model's)")
     if weights:
         parser.add_argument("--weights", metavar="W",
@@ -62,8 +78,19 @@ def model_knobs(args: argparse.Namespace) -> dict[str, Any]:
 
 def emit_json(obj: Any) -> None:
     """Print one JSON object on stdout (the ``--json`` contract)."""
-    json.dump(obj, sys.stdout, indent=2, default=str)
+    json.dump(finite(obj), sys.stdout, indent=2, default=str, allow_nan=False)
     sys.stdout.write("\n")
+
+
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinity replaced by None (strict JSON has neither)."""
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    if isinstance(obj, numbers.Real) and not isinstance(obj, numbers.Integral) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[Any]],

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgecnn.cli.common import emit_json, positive_float, positive_int, print_table
+from edgecnn import limits as L
+from edgecnn.cli.common import bounded, emit_json, print_table
 from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError
 
@@ -35,28 +36,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "e.g. --data ./my_photos")
     p.add_argument("--split", choices=("test", "val", "train"), default=None,
                    help="which split (default: test when the data has one, else val); e.g. --split val")
-    p.add_argument("--val-split", type=float, default=None, metavar="F",
+    p.add_argument("--val-split", type=bounded(L.FRACTION), default=None, metavar="F",
                    help="for data without a val split: the held-out fraction (default: the checkpoint's "
                         "training setting, else 0.1); e.g. --val-split 0.2")
-    p.add_argument("--seed", type=int, default=None, metavar="S",
+    p.add_argument("--seed", type=bounded(L.SEED), default=None, metavar="S",
                    help="seed of that held-out split (default: the checkpoint's, else 0); e.g. --seed 0")
-    p.add_argument("--limit", type=positive_int, default=None, metavar="N",
+    p.add_argument("--limit", type=bounded(L.IMAGES), default=None, metavar="N",
                    help="evaluate only the first N images of the split; e.g. --limit 1000")
-    p.add_argument("--batch-size", type=positive_int, default=256, metavar="B",
+    p.add_argument("--batch-size", type=bounded(L.BATCH_SIZE), default=256, metavar="B",
                    help="images per batch (default 256); e.g. --batch-size 64")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
+    p.add_argument("--workers", type=bounded(L.WORKERS), default=None, metavar="N",
                    help="DataLoader worker processes (default: CPU cores - 1, at most 8); e.g. --workers 0")
     p.add_argument("--device", default="auto", metavar="D",
                    help="for checkpoints: auto, cpu, cuda, mps (default auto); e.g. --device cpu")
     t = p.add_argument_group(".tflite files")
-    t.add_argument("--threads", type=positive_int, default=None, metavar="N",
+    t.add_argument("--threads", type=bounded(L.THREADS), default=None, metavar="N",
                    help="interpreter threads (default: the runtime's); e.g. --threads 2")
-    t.add_argument("--mean", type=float, nargs="+", default=None, metavar="M",
+    t.add_argument("--mean", type=bounded(L.MEAN), nargs="+", default=None, metavar="M",
                    help="per-channel mean on [0, 1] pixels when the file has no normalisation metadata; "
                         "e.g. --mean 0.485 0.456 0.406")
-    t.add_argument("--std", type=positive_float, nargs="+", default=None, metavar="S",
+    t.add_argument("--std", type=bounded(L.STD), nargs="+", default=None, metavar="S",
                    help="per-channel std on [0, 1] pixels, likewise; e.g. --std 0.229 0.224 0.225")
-    t.add_argument("--crop-pct", type=positive_float, default=None, metavar="F",
+    t.add_argument("--crop-pct", type=bounded(L.CROP_PCT), default=None, metavar="F",
                    help="resize to res/F then centre-crop (default 1.0 for small fixed-size datasets such "
                         "as Fashion-MNIST, else 0.875); e.g. --crop-pct 1.0")
     p.add_argument("--json", action="store_true", help="print one JSON object (no progress bar)")
@@ -106,7 +107,7 @@ def _tflite_setup(path: Path, args: argparse.Namespace):  # noqa: ANN202
 
 def run_eval(args: argparse.Namespace) -> int:
     from edgecnn.train.evaluate import evaluate, torch_predictor
-    from edgecnn.train.loader import SplitDataset, default_workers
+    from edgecnn.train.loader import default_workers, eval_loader
     from edgecnn.train.progress import Progress
 
     path = Path(args.model_file)
@@ -149,8 +150,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if num_classes != dataset.num_classes:
         raise EdgeCNNError(f"{path} has {num_classes} classes but {data} has "
                            f"{dataset.num_classes}: evaluate it on the data it was trained for")
-    loader = torch.utils.data.DataLoader(SplitDataset(split, transform), batch_size=args.batch_size,
-                                         num_workers=workers)
+    loader = eval_loader(split, transform, args.batch_size, workers)
     with Progress(not args.json) as bar:
         result = evaluate(predict, loader, num_classes, bar, description=f"eval {split_name}")
     report = {"file": str(path), "kind": kind, "data": dataset.source, "split": split_name,

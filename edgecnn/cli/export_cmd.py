@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from edgecnn.cli.common import (add_model_args, emit_json, human_bytes, human_count, model_knobs, positive_int,
+from edgecnn import limits as L
+from edgecnn.cli.common import (add_model_args, bounded, emit_json, human_bytes, human_count, model_knobs,
                                 print_table)
 from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS, MIN_CALIB_IMAGES
 
@@ -48,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="folder of calibration images (or class sub-folders) for int8; default: the "
                         "checkpoint's training data, else real photos from installed packages; "
                         "e.g. --calib-data data/train")
-    p.add_argument("--calib-samples", type=positive_int, default=32, metavar="N",
+    p.add_argument("--calib-samples", type=bounded(L.HELD_IMAGES), default=32, metavar="N",
                    help="number of calibration images (default 32); e.g. --calib-samples 200")
     p.add_argument("--calib-method", choices=tuple(METHODS), default=DEFAULT_METHOD,
                    help="activation ranges for int8 on the litert back end (default %(default)s): "

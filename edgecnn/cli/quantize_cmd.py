@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edgecnn.cli.common import (add_model_args, emit_json, human_bytes, model_knobs, positive_float,
-                                positive_int)
+from edgecnn import limits as L
+from edgecnn.cli.common import add_model_args, bounded, emit_json, human_bytes, model_knobs
 from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS
 
 EPILOG = """examples:
@@ -40,13 +40,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--calib-data", required=True, metavar="DIR",
                    help="folder of calibration images (or class sub-folders), preprocessed like the "
                         "model's input; e.g. --calib-data data/train")
-    p.add_argument("--calib-samples", type=positive_int, default=200, metavar="N",
+    p.add_argument("--calib-samples", type=bounded(L.HELD_IMAGES), default=200, metavar="N",
                    help="calibration images to use (default 200); e.g. --calib-samples 100")
     p.add_argument("--eval-data", metavar="DIR",
                    help="evaluation images: class sub-folders named like the model's classes (gives "
                         "top-1/top-5) or plain images; default: images of --calib-data held back from "
                         "calibration; e.g. --eval-data data/val")
-    p.add_argument("--eval-samples", type=positive_int, default=100, metavar="N",
+    p.add_argument("--eval-samples", type=bounded(L.HELD_IMAGES), default=100, metavar="N",
                    help="evaluation images to use (default 100); e.g. --eval-samples 500")
     p.add_argument("--method", default=DEFAULT_METHOD,
                    help=f"activation ranges: {', '.join(METHODS)} or auto (default {DEFAULT_METHOD}: "
@@ -63,21 +63,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="also write a mixed-precision file with this layer in float (repeatable; names "
                         "as in the per-layer table); e.g. --keep-float classifier.1")
     q = p.add_argument_group("quantisation-aware training (when post-training int8 loses too much)")
-    q.add_argument("--qat-epochs", type=positive_int, default=None, metavar="N",
+    q.add_argument("--qat-epochs", type=bounded(L.EPOCHS), default=None, metavar="N",
                    help="fine-tune N epochs with fake-quantised int8 weights and activations, then convert "
                         "with the learned ranges (default: off, post-training only); e.g. --qat-epochs 2")
     q.add_argument("--train-data", metavar="DATA",
                    help="labelled data for --qat-epochs: fashion-mnist, cifar-10 or a folder with one "
                         "sub-folder per class (default: the checkpoint's training data); e.g. --train-data ./photos")
-    q.add_argument("--qat-lr", type=positive_float, default=None, metavar="LR",
+    q.add_argument("--qat-lr", type=bounded(L.LR), default=None, metavar="LR",
                    help="peak AdamW learning rate of the fine-tuning, cosine to 0 (default 1e-4); e.g. --qat-lr 3e-5")
-    q.add_argument("--qat-batch-size", type=positive_int, default=None, metavar="B",
+    q.add_argument("--qat-batch-size", type=bounded(L.BATCH_SIZE), default=None, metavar="B",
                    help="images per QAT step (default 64); e.g. --qat-batch-size 128")
     p.add_argument("--io", choices=("float32", "int8"), default="float32",
                    help="interface of the int8 file: float32 (quantise inside, default) or int8")
     p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
                    help="input layout: nhwc (camera frames, default) or nchw (PyTorch's)")
-    p.add_argument("--layer-images", type=int, default=8, metavar="N",
+    p.add_argument("--layer-images", type=bounded(L.LAYER_IMAGES), default=8, metavar="N",
                    help="evaluation images for the per-layer SQNR table (default 8, 0 skips it)")
     p.add_argument("--out", metavar="DIR", help="output folder (default exports/<name>_<method>)")
     p.add_argument("--json", action="store_true",
@@ -86,12 +86,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgecnn.errors import EdgeCNNError
     from edgecnn.quantize.pipeline import quantize
     from edgecnn.quantize.report import print_report
 
-    if args.layer_images < 0:
-        raise EdgeCNNError(f"--layer-images must be >= 0, got {args.layer_images}")
     result = quantize(args.model, calib_data=args.calib_data, eval_data=args.eval_data, method=args.method,
                       cle=args.cle, bias_correction=args.bias_correction, keep_float=args.keep_float,
                       calib_samples=args.calib_samples, eval_samples=args.eval_samples,

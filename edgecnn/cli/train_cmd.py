@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgecnn.cli.common import (add_model_args, emit_json, model_knobs, positive_float, positive_int,
-                                print_table)
+from edgecnn import limits as L
+from edgecnn.cli.common import add_model_args, bounded, emit_json, model_knobs, print_table
 from edgecnn.errors import EdgeCNNError
 
 EPILOG = """examples:
@@ -24,20 +24,6 @@ folder of IDX files or CIFAR batches, or an image folder: DATA/train/<class>/* a
 writes into --out: best.ckpt and last.ckpt (edgecnn checkpoints: safetensors weights + model, knobs,
 classes, resolution, normalisation), last.state.pt (resume state, torch.load(weights_only=True)),
 metrics.csv and curves.png. Ctrl-C saves a resumable state; files are replaced atomically."""
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -60,62 +46,62 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--data", metavar="DATA",
                    help="fashion-mnist, cifar-10, or a folder (see below); e.g. --data ./my_photos "
                         "(on --resume: default the run's own)")
-    d.add_argument("--val-split", type=_fraction, default=0.1, metavar="F",
+    d.add_argument("--val-split", type=bounded(L.FRACTION), default=0.1, metavar="F",
                    help="fraction of each class held out for validation when the data has no val split "
                         "(default 0.1); for fashion-mnist/cifar-10, 0 validates on the official test set; "
                         "e.g. --val-split 0.2")
-    d.add_argument("--max-unreadable", type=_fraction, default=0.05, metavar="F",
+    d.add_argument("--max-unreadable", type=bounded(L.FRACTION), default=0.05, metavar="F",
                    help="unreadable images are skipped and counted; fail when more than this fraction "
                         "is (default 0.05); e.g. --max-unreadable 0.2")
-    d.add_argument("--max-imbalance", type=positive_float, default=10.0, metavar="R",
+    d.add_argument("--max-imbalance", type=bounded(L.RATIO), default=10.0, metavar="R",
                    help="fail when the largest class has more than R times the images of the smallest "
                         "(default 10); e.g. --max-imbalance 50")
-    d.add_argument("--crop-scale", type=positive_float, default=0.25, metavar="S",
+    d.add_argument("--crop-scale", type=bounded(L.CROP_SCALE), default=0.25, metavar="S",
                    help="augmentation: smallest random crop as a fraction of the image area (default 0.25; "
                         "1 = no crop); e.g. --crop-scale 0.5")
     d.add_argument("--no-hflip", dest="hflip", action="store_false",
                    help="augmentation: no random horizontal flips (for text, digits, asymmetric signs)")
-    d.add_argument("--color-jitter", type=_fraction, default=0.0, metavar="J",
+    d.add_argument("--color-jitter", type=bounded(L.FRACTION), default=0.0, metavar="J",
                    help="augmentation: random brightness/contrast/saturation in [1-J, 1+J] (default 0 = off); "
                         "e.g. --color-jitter 0.3")
-    d.add_argument("--random-erase", type=_fraction, default=0.0, metavar="P",
+    d.add_argument("--random-erase", type=bounded(L.PROBABILITY), default=0.0, metavar="P",
                    help="augmentation: probability of blanking one random rectangle (2-33%% of the image; "
                         "random erasing, Zhong et al. 2017; default 0 = off); e.g. --random-erase 0.5")
-    d.add_argument("--workers", type=int, default=None, metavar="N",
+    d.add_argument("--workers", type=bounded(L.WORKERS), default=None, metavar="N",
                    help="DataLoader worker processes (default: CPU cores - 1, at most 8; 0 = load in the "
                         "training process: ~5%% faster for Fashion-MNIST on 2 cores); e.g. --workers 0")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=positive_int, default=None, metavar="N",
+    o.add_argument("--epochs", type=bounded(L.EPOCHS), default=None, metavar="N",
                    help="epochs to train (default 10; on --resume: the run's, or more to extend it); e.g. --epochs 15")
-    o.add_argument("--batch-size", type=positive_int, default=128, metavar="B",
+    o.add_argument("--batch-size", type=bounded(L.BATCH_SIZE), default=128, metavar="B",
                    help="images per optimizer step (default 128); e.g. --batch-size 64")
     o.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
                    help="sgd (Nesterov momentum) or adamw (default sgd); e.g. --optimizer adamw")
-    o.add_argument("--lr", type=positive_float, default=None, metavar="LR",
+    o.add_argument("--lr", type=bounded(L.LR), default=None, metavar="LR",
                    help="peak learning rate (default: 0.1 for sgd, 0.002 for adamw, times batch-size/256); "
                         "e.g. --lr 0.05")
-    o.add_argument("--momentum", type=_fraction, default=0.9, metavar="M",
+    o.add_argument("--momentum", type=bounded(L.MOMENTUM), default=0.9, metavar="M",
                    help="SGD momentum (default 0.9); e.g. --momentum 0.95")
-    o.add_argument("--weight-decay", type=_non_negative, default=None, metavar="WD",
+    o.add_argument("--weight-decay", type=bounded(L.WEIGHT_DECAY), default=None, metavar="WD",
                    help="decoupled/L2 weight decay on conv and linear weights only (default 5e-5 for sgd, "
                         "0.05 for adamw); e.g. --weight-decay 1e-4")
-    o.add_argument("--warmup-epochs", type=_non_negative, default=1.0, metavar="E",
+    o.add_argument("--warmup-epochs", type=bounded(L.WARMUP_EPOCHS), default=1.0, metavar="E",
                    help="linear learning-rate warm-up, then cosine decay to 0 (default 1; fractions allowed); "
                         "e.g. --warmup-epochs 0.5")
-    o.add_argument("--label-smoothing", type=_fraction, default=0.1, metavar="E",
+    o.add_argument("--label-smoothing", type=bounded(L.FRACTION), default=0.1, metavar="E",
                    help="label smoothing of the cross-entropy loss (default 0.1); e.g. --label-smoothing 0")
-    o.add_argument("--clip-grad", type=positive_float, default=None, metavar="NORM",
+    o.add_argument("--clip-grad", type=bounded(L.CLIP_GRAD), default=None, metavar="NORM",
                    help="clip the global gradient L2 norm (default off); e.g. --clip-grad 5")
-    o.add_argument("--ema", type=_fraction, default=None, metavar="DECAY", dest="ema_decay",
+    o.add_argument("--ema", type=bounded(L.EMA_DECAY), default=None, metavar="DECAY", dest="ema_decay",
                    help="keep an exponential moving average of the weights, evaluated and saved instead "
                         "of the raw ones (default off); e.g. --ema 0.999")
-    o.add_argument("--seed", type=int, default=0, metavar="S",
+    o.add_argument("--seed", type=bounded(L.SEED), default=0, metavar="S",
                    help="seed of initialisation, split, order and augmentation (default 0); e.g. --seed 1")
     f = p.add_argument_group("fine-tuning")
     f.add_argument("--pretrained", metavar="W",
                    help="start from 'imagenet' (the released weights, SHA-256 checked) or a weights file/"
                         "checkpoint; the classifier gets a new head for your classes; e.g. --pretrained imagenet")
-    f.add_argument("--freeze-epochs", type=int, default=0, metavar="N",
+    f.add_argument("--freeze-epochs", type=bounded(L.FREEZE_EPOCHS), default=0, metavar="N",
                    help="first train only the new classifier for N epochs (needs --pretrained); e.g. --freeze-epochs 2")
     h = p.add_argument_group("hardware")
     h.add_argument("--device", default="auto", metavar="D",
@@ -149,7 +135,7 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 (TrainConfig, import
         out = args.out if args.resume is True else args.resume
         if out is None:
             raise EdgeCNNError("--resume needs the run folder: --resume runs/NAME (or --out runs/NAME --resume)")
-        saved = load_state(out)["config"]
+        saved = TrainConfig.from_dict(load_state(out)["config"]).to_dict()  # checked, defaults filled in
         return TrainConfig.from_dict({**saved, "model": args.model, "knobs": model_knobs(args),
                                       "out": str(out), "epochs": args.epochs or saved["epochs"],
                                       "data": args.data or saved["data"], "workers": args.workers,

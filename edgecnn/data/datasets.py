@@ -229,10 +229,15 @@ def load_cifar_folder(folder: Path) -> tuple[dict[str, Split], list[str]]:
 # ---------------------------------------------------------------- image folders
 
 def _readable(path: Path) -> str | None:
-    """None when Pillow can parse ``path``, else the reason it cannot."""
+    """None when Pillow can decode ``path`` to the end, else the reason it cannot.
+
+    ``verify()`` would not decode JPEG data (a truncated file passes); JPEGs are decoded at 1/8 scale
+    (``draft``), which still reads every byte, in a fraction of the time of a full decode.
+    """
     try:
         with Image.open(path) as im:
-            im.verify()
+            im.draft(im.mode, (1, 1))
+            im.load()
         return None
     except Exception as exc:  # Pillow raises many types for corrupt files
         return f"{exc.__class__.__name__}: {exc}"

@@ -8,6 +8,7 @@ those numbers so that calibration, verification, export metadata and apps all us
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +18,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from edgecnn.errors import EdgeCNNError
+from edgecnn.limits import CROP_PCT, IN_CHANS, MEAN, RES, STD
+from edgecnn.schema import Doc
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -42,15 +45,37 @@ class Preprocess:
         return cls(res=res or cfg.default_res, mean=tuple(cfg.mean), std=tuple(cfg.std),
                    crop_pct=cfg.crop_pct, in_chans=cfg.in_chans)
 
+    def __post_init__(self) -> None:
+        """Refuse what no image can be fed with (the numbers also come from files: see :meth:`from_dict`)."""
+        RES.check(self.res)
+        IN_CHANS.check(self.in_chans)
+        CROP_PCT.check(self.crop_pct)
+        for name, bound in (("mean", MEAN), ("std", STD)):
+            values = tuple(float(v) if isinstance(v, numbers.Real) else v for v in getattr(self, name))
+            if len(values) != self.in_chans:
+                raise EdgeCNNError(f"{bound.what} needs {self.in_chans} values (one per input channel), "
+                                   f"got {len(values)}")
+            for v in values:
+                bound.check(v)
+            object.__setattr__(self, name, values)
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
-        return cls(res=int(d["res"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
-                   crop_pct=float(d.get("crop_pct", 0.875)), in_chans=int(d.get("in_chans", 3)))
+    def from_dict(cls, d: object, where: str = "preprocess") -> "Preprocess":
+        """The recipe a file recorded (``where`` names it in errors); every field is checked."""
+        doc = Doc(d, where)
+        fields = {"res": doc.get("res", bound=RES), "crop_pct": doc.get("crop_pct", default=0.875, bound=CROP_PCT),
+                  "in_chans": doc.get("in_chans", default=3, bound=IN_CHANS),
+                  "mean": tuple(doc.items("mean", bound=MEAN, max_len=IN_CHANS.hi)),
+                  "std": tuple(doc.items("std", bound=STD, max_len=IN_CHANS.hi))}
+        try:
+            return cls(**fields)
+        except EdgeCNNError as exc:
+            raise EdgeCNNError(f"{where}: {exc}") from None
 
     def resize_crop(self, image: Image.Image) -> Image.Image:
         """Resize the shorter side to ``res / crop_pct`` and centre-crop ``res`` x ``res``."""

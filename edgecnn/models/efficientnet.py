@@ -34,7 +34,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from edgecnn.errors import EdgeCNNError
+from edgecnn.limits import PHI
 from edgecnn.models.layers import ConvBNAct, MBConv, init_weights, make_divisible
 from edgecnn.models.registry import ModelSpec, register
 
@@ -63,7 +63,6 @@ TORCH_BN = {"bn_eps": 1e-5, "bn_momentum": 0.1}
 LITE_STEM, LITE_HEAD = 32, 1280
 # the paper's compound-scaling bases: depth alpha, width beta, resolution gamma
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
-PHI_RANGE = (-4.0, 8.0)
 # TF's EfficientNet-Lite preprocessing: (pixel - 127) / 128 on 0-255 pixels
 LITE_MEAN = (127 / 255,) * 3
 LITE_STD = (128 / 255,) * 3
@@ -108,12 +107,8 @@ class EfficientNet(nn.Module):
 
 
 def check_phi(phi: object) -> float:
-    """Validate a compound coefficient: a real number in :data:`PHI_RANGE`."""
-    lo, hi = PHI_RANGE
-    if isinstance(phi, bool) or not isinstance(phi, (int, float)) or not lo <= phi <= hi:
-        raise EdgeCNNError(f"phi (EfficientNet compound coefficient) must be a number in [{lo:g}, {hi:g}]"
-                           f" (B0 is 0, B7 is about 7), got {phi!r}")
-    return float(phi)
+    """Validate a compound coefficient (:data:`edgecnn.limits.PHI`)."""
+    return float(PHI.check(phi))
 
 
 def phi_resolution(knobs: dict) -> int:

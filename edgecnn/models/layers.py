@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from edgecnn.errors import EdgeCNNError
+from edgecnn.limits import ALPHA
 
 ActLayer = Callable[..., nn.Module]
 
@@ -167,12 +168,8 @@ def check_rate(what: str, value: object) -> float:
 
 
 def check_alpha(alpha: object, published: tuple[float, ...]) -> float:
-    """Validate a width multiplier (any finite number > 0); the error names the published values."""
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha) \
-            or alpha <= 0:
-        raise EdgeCNNError(f"alpha (width multiplier) must be > 0, got {alpha!r}; published values "
-                           f"are {', '.join(map(str, published))}")
-    return float(alpha)
+    """Validate a width multiplier (:data:`edgecnn.limits.ALPHA`); the error names the published values."""
+    return float(ALPHA.check(alpha, f"published values are {', '.join(map(str, published))}"))
 
 
 class MBConv(nn.Module):

@@ -23,6 +23,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from edgecnn.limits import PUBLISHED_ALPHAS
 from edgecnn.models.layers import ConvBNAct, check_alpha, init_weights
 from edgecnn.models.registry import ModelSpec, register
 
@@ -35,7 +36,6 @@ LAYERS = (
     (512, 2), (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),
     (1024, 2), (1024, 1),
 )
-PUBLISHED_ALPHAS = (0.25, 0.5, 0.75, 1.0)
 MIN_DEPTH = 8
 BN_EPS = 1e-3
 
@@ -57,7 +57,7 @@ class MobileNetV1(nn.Module):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, alpha: float = 1.0,
                  dropout: float = 0.001) -> None:
         super().__init__()
-        alpha = check_alpha(alpha, PUBLISHED_ALPHAS)
+        alpha = check_alpha(alpha, PUBLISHED_ALPHAS["mobilenet_v1"])
         in_chs = scaled(STEM_CHANNELS, alpha)
         features: list[nn.Module] = [ConvBNAct(in_chans, in_chs, 3, 2, act_layer=nn.ReLU6, bn_eps=BN_EPS)]
         for channels, stride in LAYERS:

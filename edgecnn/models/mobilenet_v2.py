@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from edgecnn.limits import PUBLISHED_ALPHAS
 from edgecnn.models.layers import ConvBNAct, InvertedResidual, check_alpha, init_weights, make_divisible
 from edgecnn.models.registry import ModelSpec, register
 
@@ -23,14 +24,13 @@ BLOCKS = (
     (6, 160, 3, 2),
     (6, 320, 1, 1),
 )
-PUBLISHED_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
 
 class MobileNetV2(nn.Module):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, alpha: float = 1.0,
                  dropout: float = 0.2) -> None:
         super().__init__()
-        alpha = check_alpha(alpha, PUBLISHED_ALPHAS)
+        alpha = check_alpha(alpha, PUBLISHED_ALPHAS["mobilenet_v2"])
         in_chs = make_divisible(32 * alpha)
         self.last_channel = make_divisible(1280 * max(1.0, alpha))
         features: list[nn.Module] = [ConvBNAct(in_chans, in_chs, 3, 2, act_layer=nn.ReLU6)]

@@ -15,6 +15,7 @@ from functools import partial
 import torch
 from torch import nn
 
+from edgecnn.limits import PUBLISHED_ALPHAS
 from edgecnn.models.layers import ConvBNAct, MBConv, check_alpha, init_weights, make_divisible
 from edgecnn.models.registry import ModelSpec, register
 
@@ -52,7 +53,6 @@ SMALL = (
     (5, 576, 96, True, "HS", 1),
 )
 STEM_CHANNELS = 16
-PUBLISHED_ALPHAS = (0.75, 1.0)
 ACTIVATIONS = {"RE": nn.ReLU, "HS": nn.Hardswish}
 BN = {"bn_eps": 1e-3, "bn_momentum": 0.01}
 
@@ -61,7 +61,7 @@ class MobileNetV3(nn.Module):
     def __init__(self, blocks: tuple[tuple, ...], last_channel: int, num_classes: int = 1000,
                  in_chans: int = 3, alpha: float = 1.0, dropout: float = 0.2) -> None:
         super().__init__()
-        alpha = check_alpha(alpha, PUBLISHED_ALPHAS)
+        alpha = check_alpha(alpha, PUBLISHED_ALPHAS["mobilenet_v3"])
         in_chs = make_divisible(STEM_CHANNELS * alpha)
         features: list[nn.Module] = [ConvBNAct(in_chans, in_chs, 3, 2, act_layer=nn.Hardswish, **BN)]
         for kernel, exp, out, se, act, stride in blocks:

@@ -14,8 +14,10 @@ from typing import Any, Callable
 
 from torch import nn
 
-from edgecnn.errors import EdgeCNNError
+from edgecnn.errors import EdgeCNNError, shorten
+from edgecnn.limits import IN_CHANS, NUM_CLASSES, RES
 
+MAX_NAME_CHARS = 100  # longer than any model name or alias
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -51,8 +53,7 @@ class ModelSpec:
 
     def check_res(self, res: int) -> int:
         """Return ``res`` if the architecture accepts a ``res`` x ``res`` input, else raise."""
-        if not isinstance(res, int) or isinstance(res, bool):
-            raise EdgeCNNError(f"resolution must be an integer number of pixels, got {res!r}")
+        RES.check(res)
         if self.fixed_res and res != self.default_res:
             raise EdgeCNNError(
                 f"{self.name} takes only {self.default_res}x{self.default_res} inputs "
@@ -120,17 +121,13 @@ def get_spec(name: str) -> ModelSpec:
     key = _ALIASES.get(key, key)
     if key in _REGISTRY:
         return _REGISTRY[key]
+    if len(key) > MAX_NAME_CHARS:  # no registered name is near it; difflib would take seconds
+        raise EdgeCNNError(f"unknown model {shorten(name)!r}; run 'edgecnn models' to list them")
     candidates = list(_REGISTRY) + list(_ALIASES)
     close = difflib.get_close_matches(key, candidates, n=4, cutoff=0.5)
     close += [c for c in candidates if c.startswith(key[:4]) and c not in close][: 4 - len(close)]
     hint = f"; did you mean {', '.join(close)}?" if close else "; run 'edgecnn models' to list them"
-    raise EdgeCNNError(f"unknown model {name!r}{hint}")
-
-
-def _check_positive_int(what: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise EdgeCNNError(f"{what} must be an integer >= 1, got {value!r}")
-    return value
+    raise EdgeCNNError(f"unknown model {shorten(name)!r}{hint}")
 
 
 def resolve_knobs(spec: ModelSpec, **user_knobs: Any) -> dict[str, Any]:
@@ -161,9 +158,8 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int | N
     ...); ``weights`` is ``"imagenet"``, a local file path, or ``None`` for random initialisation.
     """
     spec = get_spec(name)
-    num_classes = _check_positive_int(
-        "num_classes", spec.default_num_classes if num_classes is None else num_classes)
-    in_chans = _check_positive_int("in_chans", spec.default_in_chans if in_chans is None else in_chans)
+    num_classes = NUM_CLASSES.check(spec.default_num_classes if num_classes is None else num_classes)
+    in_chans = IN_CHANS.check(spec.default_in_chans if in_chans is None else in_chans)
     resolved = resolve_knobs(spec, **knobs)
     model = spec.builder(num_classes=num_classes, in_chans=in_chans, **spec.knobs, **resolved)
     res = spec.res_for(resolved) if spec.res_for else spec.default_res

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
+from edgecnn import limits as L
 from edgecnn.errors import EdgeCNNError
+from edgecnn.limits import KNOBS
+from edgecnn.schema import REQUIRED, Doc, check_knobs
 
 OPTIMIZERS = ("sgd", "adamw")
 DEFAULT_LR = {"sgd": 0.1, "adamw": 0.002}  # per 256 images in a batch (linear scaling)
 DEFAULT_WD = {"sgd": 5e-5, "adamw": 0.05}
+BOUNDS = {"res": L.RES, "epochs": L.EPOCHS, "batch_size": L.BATCH_SIZE, "lr": L.LR, "momentum": L.MOMENTUM,
+          "weight_decay": L.WEIGHT_DECAY, "warmup_epochs": L.WARMUP_EPOCHS, "min_lr_ratio": L.PROBABILITY,
+          "label_smoothing": L.FRACTION, "clip_grad": L.CLIP_GRAD, "ema_decay": L.EMA_DECAY,
+          "dropout": L.FRACTION, "seed": L.SEED, "workers": L.WORKERS, "freeze_epochs": L.FREEZE_EPOCHS,
+          "val_split": L.FRACTION, "crop_scale": L.CROP_SCALE, "color_jitter": L.FRACTION,
+          "random_erase": L.PROBABILITY, "max_unreadable": L.FRACTION, "max_imbalance": L.RATIO,
+          "eval_batch_size": L.BATCH_SIZE}
 
 
 @dataclass
@@ -51,19 +61,23 @@ class TrainConfig:
     eval_batch_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise EdgeCNNError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
-        checks = [("epochs", self.epochs >= 1), ("batch_size", self.batch_size >= 1),
-                  ("warmup_epochs", 0 <= self.warmup_epochs <= self.epochs),
-                  ("label_smoothing", 0 <= self.label_smoothing < 1),
-                  ("crop_scale", 0 < self.crop_scale <= 1), ("color_jitter", 0 <= self.color_jitter < 1),
-                  ("random_erase", 0 <= self.random_erase <= 1),
-                  ("ema_decay", self.ema_decay is None or 0 < self.ema_decay < 1),
-                  ("freeze_epochs", 0 <= self.freeze_epochs <= self.epochs),
-                  ("val_split", 0 <= self.val_split < 1), ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1)]
-        bad = [name for name, ok in checks if not ok]
-        if bad:
-            raise EdgeCNNError(f"invalid {bad[0]}={getattr(self, bad[0])!r} "
+        """Check every field by type and :mod:`edgecnn.limits` bound (a resume state is an untrusted file)."""
+        from edgecnn.models import get_spec
+
+        doc = Doc(vars(self), "training config")
+        get_spec(doc.get("model", str))  # a known model
+        optional = {f.name for f in fields(self) if f.default is None}
+        for name, bound in BOUNDS.items():
+            doc.get(name, default=None if name in optional else REQUIRED, bound=bound)
+        for name in ("model", "data", "out", "device", "pretrained"):
+            doc.get(name, str, None if name in optional else REQUIRED)
+        for name in ("amp", "channels_last", "hflip"):
+            doc.get(name, bool, None if name in optional else REQUIRED)
+        doc.get("optimizer", str, choices=OPTIMIZERS)
+        check_knobs(doc, "knobs", KNOBS)
+        too_long = [n for n in ("warmup_epochs", "freeze_epochs") if getattr(self, n) > self.epochs]
+        if too_long:
+            raise EdgeCNNError(f"invalid {too_long[0]}={getattr(self, too_long[0])!r} "
                                f"(warmup_epochs and freeze_epochs must fit within epochs={self.epochs})")
         if self.freeze_epochs and not self.pretrained:
             raise EdgeCNNError("--freeze-epochs needs --pretrained: a random backbone is not worth freezing")
@@ -80,6 +94,14 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: object, where: str = "training config") -> "TrainConfig":
+        """A config read back from a file (``where`` names it in errors); unknown keys are ignored."""
+        doc = Doc(d, where)
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        for f in fields(cls):  # required fields first: a clear "missing" rather than a TypeError
+            if f.default is MISSING and f.default_factory is MISSING:
+                doc.get(f.name)
+        try:
+            return cls(**{k: v for k, v in doc.data.items() if k in names})
+        except EdgeCNNError as exc:
+            raise EdgeCNNError(f"{where}: {exc}") from None

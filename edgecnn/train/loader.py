@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from typing import Callable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from edgecnn.data.datasets import Split
-from edgecnn.data.transforms import Preprocess
+from edgecnn.errors import EdgeCNNError
 
 
 class EpochSampler(Sampler):
@@ -57,6 +58,26 @@ class SplitDataset(Dataset):
         return x, int(self.split.labels[i])
 
 
+class OneLineLoader(DataLoader):
+    """A DataLoader whose workers' input errors surface as the one line they were raised with.
+
+    PyTorch re-raises a worker's exception with the worker's whole traceback in its message; for an
+    :class:`EdgeCNNError` (e.g. an image that became unreadable) only its own last line is kept.
+    """
+
+    def __iter__(self) -> Iterator:
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            except EdgeCNNError as exc:
+                last = (str(exc).strip().splitlines() or [""])[-1]
+                raise EdgeCNNError(re.sub(r"^[\w.]+Error: ", "", last)) from None
+            yield batch
+
+
 def default_workers() -> int:
     """DataLoader worker processes: CPU cores - 1, at least 1, at most 8."""
     return max(1, min(8, (os.cpu_count() or 2) - 1))
@@ -66,14 +87,15 @@ def train_loader(split: Split, transform: Callable, batch_size: int, seed: int, 
                  pin_memory: bool = False) -> tuple[DataLoader, EpochSampler]:
     """Shuffled, augmented, ``drop_last`` batches; the returned sampler sets epoch and start position."""
     sampler = EpochSampler(len(split), seed)
-    loader = DataLoader(SplitDataset(split, transform), batch_size=batch_size, sampler=sampler,
+    loader = OneLineLoader(SplitDataset(split, transform), batch_size=batch_size, sampler=sampler,
                         num_workers=workers, drop_last=True, pin_memory=pin_memory,
                         persistent_workers=False, generator=torch.Generator().manual_seed(seed))
     return loader, sampler
 
 
-def eval_loader(split: Split, preprocess: Preprocess, batch_size: int, workers: int,
+def eval_loader(split: Split, preprocess: Callable, batch_size: int, workers: int,
                 pin_memory: bool = False) -> DataLoader:
-    """Batches of ``split`` in order, through the evaluation transform."""
-    return DataLoader(SplitDataset(split, preprocess), batch_size=batch_size, shuffle=False,
+    """Batches of ``split`` in order, through the evaluation transform (a :class:`Preprocess`, or any
+    callable of a PIL image)."""
+    return OneLineLoader(SplitDataset(split, preprocess), batch_size=batch_size, shuffle=False,
                       num_workers=workers, pin_memory=pin_memory)

@@ -32,9 +32,11 @@ from edgecnn.checkpoint import CheckpointMeta, save_checkpoint
 from edgecnn.data.augment import TrainTransform
 from edgecnn.data.datasets import LabelledData, open_dataset
 from edgecnn.data.transforms import Preprocess
-from edgecnn.errors import EdgeCNNError
+from edgecnn import limits as L
+from edgecnn.errors import EdgeCNNError, shorten
 from edgecnn.io import atomic_path
 from edgecnn.models import create_model, get_spec
+from edgecnn.schema import Doc
 from edgecnn.signals import Interrupted, exit_status, handling
 from edgecnn.train.config import TrainConfig
 from edgecnn.train.evaluate import EvalResult, evaluate, torch_predictor
@@ -212,7 +214,25 @@ def load_state(path: str | Path) -> dict[str, Any]:
                            f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise EdgeCNNError(f"{state_path} is not an edgecnn training state")
+    check_state(state, str(state_path))
     return state
+
+
+def check_state(state: dict[str, Any], where: str) -> None:
+    """Check a resume state's fields by type and bound before any is used (the file is untrusted)."""
+    doc = Doc(state, where)
+    TrainConfig.from_dict(state.get("config"), f"{where}: config")
+    for key in ("epoch", "step_in_epoch", "best_epoch"):
+        doc.get(key, bound=L.COUNT)
+    doc.get("best_top1", bound=L.SCORE)
+    num_classes = doc.get("num_classes", bound=L.NUM_CLASSES)
+    if len(doc.items("classes", str, max_len=num_classes)) != num_classes:
+        raise EdgeCNNError(f"{where}: classes must list num_classes={num_classes} names")
+    Preprocess.from_dict(state.get("preprocess"), f"{where}: preprocess")
+    for key in ("model", "optimizer", "scheduler", "scaler", "rng", "partial"):
+        doc.get(key, dict)
+    doc.get("ema", dict, None)
+    doc.items("history", dict)
 
 
 # ---------------------------------------------------------------- the run
@@ -298,6 +318,14 @@ class _Run:
                 "history": self.history, "partial": dict(self.partial)}
 
     def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self._load(state)
+        except (RuntimeError, KeyError, ValueError, TypeError, IndexError) as exc:  # tensors of another run
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise EdgeCNNError(f"the resume state in {self.out} does not fit this model: "
+                               f"{exc.__class__.__name__}: {shorten(first, 200)}") from None
+
+    def _load(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
