@@ -159,7 +159,7 @@ def test_outputs_honour_the_umask(tmp_path, umask):
             write_text(folder / "report.json", "{}\n")
             save_checkpoint(folder / "best.ckpt", edgecnn.create_model("lenet5", num_classes=10),
                             CheckpointMeta(model="lenet5", knobs={}, num_classes=10, in_chans=1,
-                                           preprocess=Preprocess(res=32, mean=(0.5,), std=(0.5,))))
+                                           preprocess=Preprocess(res=32, mean=(0.5,), std=(0.5,), in_chans=1)))
             with atomic_path(folder / "last.state.pt") as tmp:
                 torch.save({"step": 1}, tmp)
     finally:
