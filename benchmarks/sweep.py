@@ -4,6 +4,10 @@ A sweep is a list of points (see :mod:`edgecnn.benchmarks.runtimes`) over model 
 precision x runtime x threads. :func:`run_sweep` measures them one process each, with a progress
 bar, rewriting the results JSONL atomically after every point; a re-run with the same file skips
 the points already measured (status ok or skipped) and retries those that failed.
+
+Every row says which ``converter`` made the file it measured (from the export's ``report.json``;
+``torch.onnx`` for ONNX Runtime on a zoo model, None for PyTorch and for files of unknown origin),
+and rows are compared only within one precision (:func:`fastest`).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def file_fields(path: Path, info: dict | None = None) -> dict:
     if info is None:
         info = read_export_dir(path.parent)[2] if (path.parent / "report.json").is_file() else {}
     meta = info.get("files", {}).get(path.name, {})
-    return {"model": info.get("model") or path.stem, "path": str(path),
+    return {"model": info.get("model") or path.stem, "path": str(path), "converter": info.get("converter"),
             "precision": meta.get("precision") or precision_from_name(path),
             "file_bytes": path.stat().st_size, "res": info.get("res"), "macs": info.get("macs"),
             "accuracy": meta.get("accuracy")}
@@ -65,12 +69,14 @@ def file_fields(path: Path, info: dict | None = None) -> dict:
 
 def points_for_files(files: list[Path], threads: list[int], protocol: Protocol,
                      runtimes: list[str] | None = None, spec: dict | None = None,
-                     info: dict | None = None) -> list[dict]:
+                     info: dict | None = None, precisions: list[str] | None = None) -> list[dict]:
     """Points for ``.tflite``/``.onnx`` files of one model, plus PyTorch points when ``spec`` is known.
 
-    ``info`` holds the descriptive fields of that model (``model``, ``res``, ``macs``, per-file
-    ``precision``/``accuracy`` under ``files``) read from an export's ``report.json``; None: each
-    file's own folder is looked at (:func:`file_fields`).
+    ``info`` holds the descriptive fields of that model (``model``, ``res``, ``macs``, ``converter``,
+    per-file ``precision``/``accuracy`` under ``files``) read from an export's ``report.json``; None:
+    each file's own folder is looked at (:func:`file_fields`). ``precisions``: the precisions asked
+    for; a runtime that builds the zoo model in another precision gets a point with a ``skip``
+    reason (a 'skipped' row) instead of a measurement of something else.
     """
     wanted = set(runtimes or RUNTIMES)
     points: list[dict] = []
@@ -86,7 +92,12 @@ def points_for_files(files: list[Path], threads: list[int], protocol: Protocol,
                   "macs": info.get("macs")}
         for name, rt in RUNTIMES.items():
             if name in wanted and rt.from_spec and not (rt.suffix and have_onnx):
-                points += _expand(name, threads, protocol, precision=rt.precision, **fields)
+                precision = rt.precision or "float32"  # ONNX Runtime: torch.onnx's float32 graph
+                extra = {"converter": "torch.onnx" if rt.suffix == ".onnx" else None}
+                if precisions is not None and precision not in precisions:
+                    extra["skip"] = (f"{rt.label} runs the zoo model in {precision}, not the "
+                                     f"{'/'.join(precisions)} asked for")
+                points += _expand(name, threads, protocol, precision=precision, **extra, **fields)
     return points
 
 
@@ -126,7 +137,7 @@ def report_info(report: dict, folder: Path) -> dict:
         name = f.get("name") or Path(f.get("path", "")).name
         files[name] = {"precision": f.get("precision"), "accuracy": f.get("accuracy")}
     return {"model": report.get("name") or folder.name, "res": report.get("res"),
-            "macs": report.get("macs"), "files": files}
+            "macs": report.get("macs"), "converter": report.get("converter"), "files": files}
 
 
 def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = None,
@@ -155,24 +166,38 @@ def knob_grid(alphas: list[float] | None, resolutions: list[int] | None) -> list
             for a, r in product(alphas or [None], resolutions or [None])]
 
 
-def ensure_export(spec: dict, precisions: list[str], exports_root: Path) -> Path:
-    """``exports_root/<canonical name>/`` holding every precision asked for; exported when missing.
+def _export_made_by(folder: Path) -> tuple[str | None, set[str]]:
+    """(converter, precisions present) of an export folder's ``report.json``; (None, {}) without one."""
+    try:
+        report = json.loads((folder / "report.json").read_text())
+        files = [f for f in report.get("files", []) if isinstance(f, dict)]
+        have = {f.get("precision") for f in files if (folder / str(f.get("name", ""))).is_file()}
+        converter = report.get("converter")
+    except (OSError, ValueError, AttributeError, TypeError):
+        return None, set()
+    return converter if isinstance(converter, str) else None, have
 
-    A folder whose ``report.json`` already lists those precisions is reused as it is. Exports for
-    benchmarking skip verification and the report's quick latency (``edgecnn bench`` measures).
+
+def ensure_export(spec: dict, precisions: list[str], exports_root: Path, converter: str = "litert") -> Path:
+    """``exports_root/<canonical name>/`` holding every precision asked for, made by ``converter``;
+    exported when missing.
+
+    A folder whose ``report.json`` names that converter and lists those precisions is reused as it
+    is. A folder another converter made (or one without a readable report) is left alone: the
+    export goes to ``<canonical name>_<converter>/`` beside it. Exports for benchmarking skip
+    verification and the report's quick latency (``edgecnn bench`` measures).
     """
     from edgecnn.export import export
 
     folder = Path(exports_root) / spec["label"]
-    try:
-        report = json.loads((folder / "report.json").read_text())
-        have = {f.get("precision") for f in report.get("files", []) if (folder / f.get("name", "")).is_file()}
-    except (OSError, ValueError):
-        have = set()
-    if not set(precisions) <= have:
+    made_by, have = _export_made_by(folder)
+    if folder.exists() and made_by != converter:
+        folder = folder.with_name(f"{folder.name}_{converter}")
+        made_by, have = _export_made_by(folder)
+    if made_by != converter or not set(precisions) <= have:
         export(spec["name"], res=spec["res"], num_classes=spec.get("num_classes"),
-               in_chans=spec.get("in_chans"), quantize=precisions, out=folder, verify=False,
-               measure=False, **spec["knobs"])
+               in_chans=spec.get("in_chans"), quantize=precisions, converter=converter, out=folder,
+               verify=False, measure=False, **spec["knobs"])
     return folder
 
 
@@ -231,6 +256,7 @@ def run_sweep(points: list[dict], results: Path | None = None, timeout: float = 
                 reason = reasons[point["runtime"]]
             else:
                 reason = None
+            reason = reason or point.get("skip")
             row = error_row(point, reason, status="skipped") if reason else runner(point)
             rows.append(row)
             log = [r for r in log if r["key"] != key] + [row]
@@ -248,18 +274,23 @@ def sort_rows(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (order.get(r.get("status"), 2), r.get("median_ms") or 0.0))
 
 
-def fastest(rows: list[dict]) -> dict[str, dict]:
-    """Per model, the fastest measured row (lowest median)."""
-    best: dict[str, dict] = {}
+def fastest(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """Per model and precision, the fastest measured row (lowest median): ``{model: {precision: row}}``.
+
+    Rows of different precisions are never compared: an int8 file beating float32 PyTorch says
+    nothing about either runtime.
+    """
+    best: dict[str, dict[str, dict]] = {}
     for r in rows:
         if r.get("status") == "ok" and r.get("median_ms") is not None:
-            m = r.get("model")
-            if m not in best or r["median_ms"] < best[m]["median_ms"]:
-                best[m] = r
+            per = best.setdefault(r.get("model"), {})
+            p = r.get("precision") or "unknown"
+            if p not in per or r["median_ms"] < per[p]["median_ms"]:
+                per[p] = r
     return best
 
 
-CSV_COLUMNS = ("model", "runtime", "precision", "threads", "target", "res", "macs", "file_bytes",
+CSV_COLUMNS = ("model", "runtime", "precision", "converter", "threads", "target", "res", "macs", "file_bytes",
                "init_ms", "first_ms", "warmup_ms", "runs", "mean_ms", "median_ms", "p90_ms", "p99_ms",
                "std_ms", "min_ms", "max_ms", "peak_memory_bytes", "gmacs_per_s", "accuracy", "status",
                "error", "path")
@@ -278,16 +309,18 @@ def _fmt(v, spec: str = ".2f") -> str:
     return "" if v is None else format(v, spec)
 
 
-def print_rows(rows: list[dict], title: str) -> None:
+def print_rows(rows: list[dict], title: str, wide: bool = False) -> None:
     """The people's table, sorted by median latency; skipped and failed points last, with reasons
-    printed under the table (failures also go to stderr, see the CLI)."""
+    printed under the table (failures also go to stderr, see the CLI). Narrow outputs drop the
+    secondary figures first (``wide``: every column, see :func:`edgecnn.cli.common.print_table`)."""
     from edgecnn.cli.common import human_bytes, human_count, print_table
 
     table = []
     for r in sort_rows(rows):
         ok = r.get("status") == "ok"
         table.append([
-            r.get("model"), r.get("runtime"), r.get("precision") or "", r.get("threads") or "-",
+            r.get("model"), r.get("runtime"), r.get("precision") or "", r.get("converter") or "-",
+            r.get("threads") or "-",
             _fmt(r.get("median_ms")) if ok else r.get("status"), _fmt(r.get("p90_ms")),
             _fmt(r.get("p99_ms")), _fmt(r.get("std_ms")), _fmt(r.get("init_ms"), ".1f"),
             _fmt(r.get("first_ms")),
@@ -295,9 +328,11 @@ def print_rows(rows: list[dict], title: str) -> None:
             human_bytes(r["file_bytes"]) if r.get("file_bytes") else "",
             human_count(r["macs"]) if r.get("macs") else "", _fmt(r.get("gmacs_per_s"), ".1f"),
         ])
-    print_table(title, ["model", "runtime", "precision", "threads", "median ms", "p90 ms", "p99 ms",
-                        "std ms", "init ms", "first ms", "peak mem", "file", "MACs", "GMAC/s"], table,
-                justify=["left", "left", "left"] + ["right"] * 11)
+    print_table(title, ["model", "runtime", "precision", "converter", "threads", "median ms", "p90 ms",
+                        "p99 ms", "std ms", "init ms", "first ms", "peak mem", "file", "MACs", "GMAC/s"], table,
+                justify=["left"] * 4 + ["right"] * 11, wide=wide,
+                optional=["first ms", "init ms", "std ms", "p99 ms", "GMAC/s", "MACs", "converter", "file",
+                          "peak mem", "p90 ms"])
     for r in rows:
         if r.get("status") == "skipped":
             print(f"skipped {r.get('model')} [{r['runtime']}]: {r.get('error')}")
