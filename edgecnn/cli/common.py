@@ -91,15 +91,16 @@ def _table(columns: Sequence[str], rows: list[list[str]], justify: Sequence[str]
     """A rich table of the ``keep`` columns. Column 0 (the name) never wraps; the others wrap at
     spaces only (no column is narrower than its longest word) and fold rather than cut."""
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table()
+    table = Table(show_header=any(columns))  # key-value tables have no header
     for i in keep:
         texts = [columns[i]] + [r[i] for r in rows]
         longest = max(len(t) for t in texts) if i == 0 else max(len(w) for t in texts for w in t.split() or [""])
         table.add_column(columns[i], justify=(justify[i] if justify else "left"), overflow="fold",
                          no_wrap=i == 0, min_width=longest)
     for row in rows:
-        table.add_row(*(row[i] for i in keep))
+        table.add_row(*(Text(row[i]) for i in keep))  # as written: no rich markup in names
     return table
 
 
