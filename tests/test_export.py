@@ -241,12 +241,13 @@ def test_mediapipe_classifies_like_edgecnn_with_real_weights(tmp_path, mobilenet
     pixels = np.stack([pp.to_uint8(p) for p in photos])
     for suffix in ("float32", "int8_uint8io"):
         path = out / files[suffix]["name"]
-        ours = TFLiteModel(path).predict_pixels(pixels, pp).argmax(1)
+        ours = TFLiteModel(path).predict_pixels(pixels, pp)
         options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=1)
         with vision.ImageClassifier.create_from_options(options) as classifier:
-            for image, expected in zip(pixels, ours):
+            for image, scores in zip(pixels, ours):
                 top = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=image)).classifications[0]
-                assert top.categories[0].index == expected, (suffix, top.categories[0], expected)
+                best = np.flatnonzero(scores == scores.max())  # int8 probabilities (k/256) can tie at the top
+                assert top.categories[0].index in best, (suffix, top.categories[0], best)
 
 
 @pytest.mark.slow
@@ -274,11 +275,12 @@ def test_softmax_scores_inside_every_file_and_int8_softmax_on_tflites_fixed_rang
 
     out = tmp_path / "s"
     report = edgecnn.export("mobilenet", alpha=0.25, res=64, quantize="float32,int8", io="int8",
-                            converter=converter, calib_samples=16, out=out, progress=False, measure=False)
+                            converter=converter, calib_samples=32, out=out, progress=False, measure=False)
     assert report.scores == "softmax" and json.loads((out / "report.json").read_text())["scores"] == "softmax"
     files = _by_suffix(report)
     for f in files.values():
-        assert f["ops"].get("SOFTMAX") == 1 and "SOFTMAX" not in f["float_op_names"], f["ops"]
+        assert f["ops"].get("SOFTMAX") == 1, f["ops"]
+        assert f["precision"] == "float32" or "SOFTMAX" not in f["float_op_names"], f["float_op_names"]
         assert read_metadata((out / f["name"]).read_bytes())["scores"] == "softmax"
     # TFLite's int8 SOFTMAX kernel: output scale 1/256, zero point -128 (probabilities 0..255/256)
     q = files["int8_int8io"]["outputs"][0]
@@ -374,7 +376,8 @@ def test_checkpoint_export_rerun_overwrites_and_failed_check_exits_1(cli, tmp_pa
     from edgecnn.converters import verify
 
     monkeypatch.setitem(verify.CHECKS, "float32", [("max_rel_error", 0.0, "max")])
-    r = cli("export", ckpt, "--quantize", "float32", "--out", out, "--no-latency", "--json")
+    # raw logits: a random model's softmax can be exactly uniform in both, an error of exactly 0
+    r = cli("export", ckpt, "--quantize", "float32", "--scores", "logits", "--out", out, "--no-latency", "--json")
     assert r.code == 1 and "mobilenet_v2_0.35_64_float32.tflite failed verification: max_rel_error" in r.err
     assert json.loads(r.out)["files"][0]["verification"]["passed"] is False
     assert set(leftovers(out)) == {"mobilenet_v2_0.35_64_float32.tflite", "labels.txt", "report.json"}
