@@ -15,9 +15,12 @@ EPILOG = """examples:
   edgecnn export mobilenet_v2 --weights imagenet --quantize float32,float16,dynamic,int8 --io float32,uint8
   edgecnn export runs/fmnist/best.ckpt --calib-data data/val --io uint8 --out app/model
   edgecnn export squeezenet1_1 --converter onnx2tf --layout nchw --c-array --json
+  edgecnn export mobilenet_v2 --weights imagenet --scores logits      raw logits instead of probabilities
 
 files are named for what they are: NAME_float32, NAME_float16, NAME_dynamic_int8 (int8 weights,
 float activations), NAME_int8 (full integer, float I/O), NAME_int8_uint8io, NAME_int8_int8io.
+the files output class probabilities (softmax inside the graph) unless --scores logits; after the
+table come the full paths written and the commands to try next (bench, eval, loading it in an app).
 exit status: 0 ok, 1 a file failed verification (the folder is still written), 2 bad input."""
 
 
@@ -157,5 +160,5 @@ def print_next_steps(report) -> None:
         print(f"  edgecnn eval {app} --data DIR      accuracy on labelled images (one sub-folder per class)")
         print("  in an app (MediaPipe Tasks, Python; Android/iOS take the same file):")
         print("    import mediapipe as mp")
-        print(f"    classifier = mp.tasks.vision.ImageClassifier.create_from_model_path({app!r})")
-        print("    print(classifier.classify(mp.Image.create_from_file('photo.jpg')).classifications[0].categories[:3])")
+        print(f"    with mp.tasks.vision.ImageClassifier.create_from_model_path({app!r}) as classifier:")
+        print("        print(classifier.classify(mp.Image.create_from_file('photo.jpg')).classifications[0].categories[:3])")
