@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeCNNError as exc:
         print(f"bench_goals: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    best = fastest(rows)[info["model"]]
+    best = min(fastest(rows)[info["model"]].values(), key=lambda r: r["median_ms"])  # any precision: the goal
     result = {
         "model": str(int8), "threads": args.threads, "runs": args.runs,
         "repeatability": {**rep, "goal": REPEATABILITY_GOAL, "met": rep["spread"] <= REPEATABILITY_GOAL},

@@ -4,6 +4,10 @@ A sweep is a list of points (see :mod:`edgecnn.benchmarks.runtimes`) over model 
 precision x runtime x threads. :func:`run_sweep` measures them one process each, with a progress
 bar, rewriting the results JSONL atomically after every point; a re-run with the same file skips
 the points already measured (status ok or skipped) and retries those that failed.
+
+Every row says which ``converter`` made the file it measured (from the export's ``report.json``;
+``torch.onnx`` for ONNX Runtime on a zoo model, None for PyTorch and for files of unknown origin),
+and rows are compared only within one precision (:func:`fastest`).
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def file_fields(path: Path, info: dict | None = None) -> dict:
     if info is None:
         info = read_export_dir(path.parent)[2] if (path.parent / "report.json").is_file() else {}
     meta = info.get("files", {}).get(path.name, {})
-    return {"model": info.get("model") or path.stem, "path": str(path),
+    return {"model": info.get("model") or path.stem, "path": str(path), "converter": info.get("converter"),
             "precision": meta.get("precision") or precision_from_name(path),
             "file_bytes": path.stat().st_size, "res": info.get("res"), "macs": info.get("macs"),
             "accuracy": meta.get("accuracy")}
@@ -68,12 +72,14 @@ def file_fields(path: Path, info: dict | None = None) -> dict:
 
 def points_for_files(files: list[Path], threads: list[int], protocol: Protocol,
                      runtimes: list[str] | None = None, spec: dict | None = None,
-                     info: dict | None = None) -> list[dict]:
+                     info: dict | None = None, precisions: list[str] | None = None) -> list[dict]:
     """Points for ``.tflite``/``.onnx`` files of one model, plus PyTorch points when ``spec`` is known.
 
-    ``info`` holds the descriptive fields of that model (``model``, ``res``, ``macs``, per-file
-    ``precision``/``accuracy`` under ``files``) read from an export's ``report.json``; None: each
-    file's own folder is looked at (:func:`file_fields`).
+    ``info`` holds the descriptive fields of that model (``model``, ``res``, ``macs``, ``converter``,
+    per-file ``precision``/``accuracy`` under ``files``) read from an export's ``report.json``; None:
+    each file's own folder is looked at (:func:`file_fields`). ``precisions``: the precisions asked
+    for; a runtime that builds the zoo model in another precision gets a point with a ``skip``
+    reason (a 'skipped' row) instead of a measurement of something else.
     """
     wanted = set(runtimes or RUNTIMES)
     points: list[dict] = []
@@ -89,7 +95,12 @@ def points_for_files(files: list[Path], threads: list[int], protocol: Protocol,
                   "macs": info.get("macs")}
         for name, rt in RUNTIMES.items():
             if name in wanted and rt.from_spec and not (rt.suffix and have_onnx):
-                points += _expand(name, threads, protocol, precision=rt.precision, **fields)
+                precision = rt.precision or "float32"  # ONNX Runtime: torch.onnx's float32 graph
+                extra = {"converter": "torch.onnx" if rt.suffix == ".onnx" else None}
+                if precisions is not None and precision not in precisions:
+                    extra["skip"] = (f"{rt.label} runs the zoo model in {precision}, not the "
+                                     f"{'/'.join(precisions)} asked for")
+                points += _expand(name, threads, protocol, precision=precision, **extra, **fields)
     return points
 
 
@@ -107,8 +118,9 @@ def read_export_dir(folder: Path) -> tuple[list[Path], dict | None, dict]:
 def read_report(folder: Path) -> dict | None:
     """An export folder's ``report.json`` (None when there is none), checked field by field.
 
-    Only the fields a benchmark uses are kept: ``model`` (a zoo name), ``name``, ``knobs``, ``res``,
-    ``num_classes``, ``in_chans``, ``macs`` and per file ``name``, ``precision``, ``accuracy``.
+    Only the fields a benchmark uses are kept: ``model`` (a zoo name), ``name``, ``knobs``,
+    ``converter``, ``res``, ``num_classes``, ``in_chans``, ``macs`` and per file ``name``,
+    ``precision``, ``accuracy``.
     """
     from edgecnn.converters.base import PRECISIONS
     from edgecnn.models import get_spec
@@ -128,6 +140,7 @@ def read_report(folder: Path) -> dict | None:
     except EdgeCNNError as exc:
         raise EdgeCNNError(f"{path}: {exc}") from None
     report = {"model": model, "name": doc.get("name", str, None), "knobs": check_knobs(doc, "knobs", tunable),
+              "converter": doc.get("converter", str, None),
               **{k: doc.get(k, default=None, bound=b) for k, b in
                  (("res", RES), ("num_classes", NUM_CLASSES), ("in_chans", IN_CHANS), ("macs", COUNT))}}
     report["files"] = []
@@ -154,9 +167,11 @@ def report_spec(report: dict) -> dict | None:
 
 
 def report_info(report: dict, folder: Path) -> dict:
-    """``model`` label, ``res``, ``macs`` and per-file precision/accuracy from a checked export report."""
+    """``model`` label, ``res``, ``macs``, ``converter`` and per-file precision/accuracy from a checked
+    export report."""
     files = {f["name"]: {"precision": f["precision"], "accuracy": f["accuracy"]} for f in report["files"]}
-    return {"model": report["name"] or folder.name, "res": report["res"], "macs": report["macs"], "files": files}
+    return {"model": report["name"] or folder.name, "res": report["res"], "macs": report["macs"],
+            "converter": report["converter"], "files": files}
 
 
 def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = None,
@@ -185,24 +200,38 @@ def knob_grid(alphas: list[float] | None, resolutions: list[int] | None) -> list
             for a, r in product(alphas or [None], resolutions or [None])]
 
 
-def ensure_export(spec: dict, precisions: list[str], exports_root: Path) -> Path:
-    """``exports_root/<canonical name>/`` holding every precision asked for; exported when missing.
+def _export_made_by(folder: Path) -> tuple[str | None, set[str]]:
+    """(converter, precisions present) of an export folder's checked ``report.json``; (None, {}) when
+    it has no usable one."""
+    try:
+        report = read_report(folder)
+    except (OSError, EdgeCNNError):
+        return None, set()
+    if report is None:
+        return None, set()
+    return report["converter"], {f["precision"] for f in report["files"] if (folder / f["name"]).is_file()}
 
-    A folder whose ``report.json`` already lists those precisions is reused as it is. Exports for
-    benchmarking skip verification and the report's quick latency (``edgecnn bench`` measures).
+
+def ensure_export(spec: dict, precisions: list[str], exports_root: Path, converter: str = "litert") -> Path:
+    """``exports_root/<canonical name>/`` holding every precision asked for, made by ``converter``;
+    exported when missing.
+
+    A folder whose ``report.json`` names that converter and lists those precisions is reused as it
+    is. A folder another converter made (or one without a readable report) is left alone: the
+    export goes to ``<canonical name>_<converter>/`` beside it. Exports for benchmarking skip
+    verification and the report's quick latency (``edgecnn bench`` measures).
     """
     from edgecnn.export import export
 
     folder = Path(exports_root) / spec["label"]
-    try:
-        report = read_report(folder) or {"files": []}
-        have = {f["precision"] for f in report["files"] if (folder / f["name"]).is_file()}
-    except (OSError, EdgeCNNError):  # no usable report: export again
-        have = set()
-    if not set(precisions) <= have:
+    made_by, have = _export_made_by(folder)
+    if folder.exists() and made_by != converter:
+        folder = folder.with_name(f"{folder.name}_{converter}")
+        made_by, have = _export_made_by(folder)
+    if made_by != converter or not set(precisions) <= have:
         export(spec["name"], res=spec["res"], num_classes=spec.get("num_classes"),
-               in_chans=spec.get("in_chans"), quantize=precisions, out=folder, verify=False,
-               measure=False, **spec["knobs"])
+               in_chans=spec.get("in_chans"), quantize=precisions, converter=converter, out=folder,
+               verify=False, measure=False, **spec["knobs"])
     return folder
 
 
@@ -261,6 +290,7 @@ def run_sweep(points: list[dict], results: Path | None = None, timeout: float = 
                 reason = reasons[point["runtime"]]
             else:
                 reason = None
+            reason = reason or point.get("skip")
             row = error_row(point, reason, status="skipped") if reason else runner(point)
             rows.append(row)
             log = [r for r in log if r["key"] != key] + [row]
@@ -278,18 +308,23 @@ def sort_rows(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (order.get(r.get("status"), 2), r.get("median_ms") or 0.0))
 
 
-def fastest(rows: list[dict]) -> dict[str, dict]:
-    """Per model, the fastest measured row (lowest median)."""
-    best: dict[str, dict] = {}
+def fastest(rows: list[dict]) -> dict[str, dict[str, dict]]:
+    """Per model and precision, the fastest measured row (lowest median): ``{model: {precision: row}}``.
+
+    Rows of different precisions are never compared: an int8 file beating float32 PyTorch says
+    nothing about either runtime.
+    """
+    best: dict[str, dict[str, dict]] = {}
     for r in rows:
         if r.get("status") == "ok" and r.get("median_ms") is not None:
-            m = r.get("model")
-            if m not in best or r["median_ms"] < best[m]["median_ms"]:
-                best[m] = r
+            per = best.setdefault(r.get("model"), {})
+            p = r.get("precision") or "unknown"
+            if p not in per or r["median_ms"] < per[p]["median_ms"]:
+                per[p] = r
     return best
 
 
-CSV_COLUMNS = ("model", "runtime", "precision", "threads", "target", "res", "macs", "file_bytes",
+CSV_COLUMNS = ("model", "runtime", "precision", "converter", "threads", "target", "res", "macs", "file_bytes",
                "init_ms", "first_ms", "warmup_ms", "runs", "mean_ms", "median_ms", "p90_ms", "p99_ms",
                "std_ms", "min_ms", "max_ms", "peak_memory_bytes", "gmacs_per_s", "accuracy", "status",
                "error", "path")
@@ -308,16 +343,18 @@ def _fmt(v, spec: str = ".2f") -> str:
     return "" if v is None else format(v, spec)
 
 
-def print_rows(rows: list[dict], title: str) -> None:
+def print_rows(rows: list[dict], title: str, wide: bool = False) -> None:
     """The people's table, sorted by median latency; skipped and failed points last, with reasons
-    printed under the table (failures also go to stderr, see the CLI)."""
+    printed under the table (failures also go to stderr, see the CLI). Narrow outputs drop the
+    secondary figures first (``wide``: every column, see :func:`edgecnn.cli.common.print_table`)."""
     from edgecnn.cli.common import human_bytes, human_count, print_table
 
     table = []
     for r in sort_rows(rows):
         ok = r.get("status") == "ok"
         table.append([
-            r.get("model"), r.get("runtime"), r.get("precision") or "", r.get("threads") or "-",
+            r.get("model"), r.get("runtime"), r.get("precision") or "", r.get("converter") or "-",
+            r.get("threads") or "-",
             _fmt(r.get("median_ms")) if ok else r.get("status"), _fmt(r.get("p90_ms")),
             _fmt(r.get("p99_ms")), _fmt(r.get("std_ms")), _fmt(r.get("init_ms"), ".1f"),
             _fmt(r.get("first_ms")),
@@ -325,9 +362,11 @@ def print_rows(rows: list[dict], title: str) -> None:
             human_bytes(r["file_bytes"]) if r.get("file_bytes") else "",
             human_count(r["macs"]) if r.get("macs") else "", _fmt(r.get("gmacs_per_s"), ".1f"),
         ])
-    print_table(title, ["model", "runtime", "precision", "threads", "median ms", "p90 ms", "p99 ms",
-                        "std ms", "init ms", "first ms", "peak mem", "file", "MACs", "GMAC/s"], table,
-                justify=["left", "left", "left"] + ["right"] * 11)
+    print_table(title, ["model", "runtime", "precision", "converter", "threads", "median ms", "p90 ms",
+                        "p99 ms", "std ms", "init ms", "first ms", "peak mem", "file", "MACs", "GMAC/s"], table,
+                justify=["left"] * 4 + ["right"] * 11, wide=wide,
+                optional=["first ms", "init ms", "std ms", "p99 ms", "GMAC/s", "MACs", "converter", "file",
+                          "peak mem", "p90 ms"])
     for r in rows:
         if r.get("status") == "skipped":
             print(f"skipped {r.get('model')} [{r['runtime']}]: {r.get('error')}")

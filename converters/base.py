@@ -42,6 +42,8 @@ from edgecnn.errors import EdgeCNNError
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
 LAYOUTS = ("nhwc", "nchw")
+# what the files output: class probabilities (softmax inside the graph, as Keras Applications) or raw logits
+SCORES = ("softmax", "logits")
 # TFLite schema TensorType values taken by the model-interface modifier
 _TFLITE_TYPES = {"uint8": 3, "int8": 9}
 
@@ -95,12 +97,39 @@ class PixelInput(nn.Module):
         return self.model(self.normalize(x))
 
 
+class SoftmaxScores(nn.Module):
+    """``model`` with a softmax over its classes: probabilities in [0, 1] summing to 1 per image.
+
+    Converted as part of the graph (TFLite SOFTMAX; in int8 files with TFLite's fixed output
+    quantisation, scale 1/256 and zero point -128), so apps' ``score_threshold`` means a probability.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        if torch.compiler.is_exporting():  # torch.export (litert): the op PT2E annotates with that fixed range
+            return torch.ops.aten._softmax.default(logits, -1, False)
+        return torch.softmax(logits, dim=-1)  # eager and torch.onnx (which has no aten::_softmax)
+
+
+def with_scores(model: nn.Module, scores: str) -> nn.Module:
+    """``model`` giving ``scores`` (:data:`SCORES`): wrapped in :class:`SoftmaxScores`, or as it is."""
+    if scores not in SCORES:
+        raise EdgeCNNError(f"--scores takes {' or '.join(SCORES)}, got {scores!r}")
+    return SoftmaxScores(model) if scores == "softmax" else model
+
+
 @dataclass
 class ConvertJob:
     """Everything a back end needs. ``calib_pixels``: (N, H, W, C) uint8 real images.
 
     ``pixel_input`` (default): the files take pixel values 0-255 and normalise inside
-    (:class:`PixelInput`); otherwise they take PyTorch's normalised tensor.
+    (:class:`PixelInput`); otherwise they take PyTorch's normalised tensor. ``scores``: what the
+    files output (:data:`SCORES`; the job's default is the model's raw logits, ``edgecnn.export``
+    asks for ``softmax``).
     """
 
     model: nn.Module
@@ -112,14 +141,17 @@ class ConvertJob:
     calib_method: str = "histogram"  # activation ranges of full int8 (edgecnn.quantize.ptq.METHODS)
     pixel_input: bool = True
     quantized: Any = None  # a ready int8 PT2E graph (QAT's QuantizedModel): litert converts it as is
+    scores: str = "logits"
 
     @property
     def log_path(self) -> Path:
         return self.scratch / "converter.log"
 
     def graph(self) -> nn.Module:
-        """The NCHW module to convert: the model, with its normalisation inside for pixel input."""
-        return (PixelInput(self.model, self.preprocess) if self.pixel_input else self.model).eval()
+        """The NCHW module to convert: the model, with its normalisation inside for pixel input and
+        a softmax after it for ``scores="softmax"``."""
+        inner = PixelInput(self.model, self.preprocess) if self.pixel_input else self.model
+        return with_scores(inner, self.scores).eval()
 
     def inputs(self) -> torch.Tensor:
         """The calibration images as :meth:`graph` takes them: (N, C, H, W) float32."""

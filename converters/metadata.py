@@ -46,6 +46,8 @@ TFLITE_IDENTIFIER = b"TFL3"
 LABELS_FILE = "labels.txt"
 MAX_ASSOCIATED_BYTES = 16 << 20  # one associated file (labels.txt): ImageNet-21k's labels are ~0.5 MiB
 MAX_ASSOCIATED_FILES = 64
+# the output tensor's metadata name for each kind of scores (TFLite Support's classifiers use "probability")
+SCORES_TENSOR_NAMES = {"softmax": "probability", "logits": "logits"}
 # Every field written here exists since metadata schema 1.0.0; readers refuse newer requirements.
 MIN_PARSER_VERSION = "1.0.0"
 _MD: Any = None  # the metadata schema module, loaded once
@@ -136,7 +138,7 @@ def _input_tensor_type(tfl: Any, model: Any) -> int:
 
 def _build_metadata(md: Any, flatbuffers: Any, *, input_type: int, uint8: int, mean255: list[float],
                     std255: list[float], in_chans: int, name: str, description: str, version: str,
-                    author: str, license: str, num_labels: int) -> bytes:
+                    author: str, license: str, num_labels: int, scores: str) -> bytes:
     """The ``ModelMetadata`` flatbuffer (identifier M001) for a one-input image classifier."""
     norm = md.ProcessUnitT()
     norm.optionsType = md.ProcessUnitOptions.NormalizationOptions
@@ -170,10 +172,16 @@ def _build_metadata(md: Any, flatbuffers: Any, *, input_type: int, uint8: int, m
     labels_file.description = f"{num_labels} class names, one per line, in output order"
     labels_file.type = md.AssociatedFileType.TENSOR_AXIS_LABELS
     scores_md = md.TensorMetadataT()
-    scores_md.name = "scores"
-    scores_md.description = "Class scores (logits) in the order of labels.txt"
+    scores_md.name = SCORES_TENSOR_NAMES[scores]
     scores_md.content = features
     scores_md.associatedFiles = [labels_file]
+    if scores == "softmax":
+        scores_md.description = (f"Probabilities of the {num_labels} classes (softmax, in [0, 1], summing "
+                                 "to 1) in the order of labels.txt")
+        scores_md.stats = md.StatsT()
+        scores_md.stats.min, scores_md.stats.max = [0.0], [1.0]
+    else:
+        scores_md.description = "Class scores as raw logits (not probabilities) in the order of labels.txt"
 
     subgraph = md.SubGraphMetadataT()
     subgraph.name = "image_classifier"
@@ -193,18 +201,22 @@ def _build_metadata(md: Any, flatbuffers: Any, *, input_type: int, uint8: int, m
 
 def add_metadata(model_bytes: bytes, *, labels: Sequence[str], mean: Sequence[float], std: Sequence[float],
                  in_chans: int, name: str, description: str, version: str, author: str = "edgecnn",
-                 license: str = "Apache-2.0") -> bytes:
+                 license: str = "Apache-2.0", scores: str = "logits") -> bytes:
     """``model_bytes`` with image-classifier metadata and ``labels.txt`` embedded.
 
     ``mean``/``std`` are per-channel, for pixels scaled to [0, 1] (the :class:`Preprocess`
     convention); they are stored in 0-255 units. For a graph that takes raw pixels pass
     :func:`pixel_input_normalization` (MediaPipe refuses per-channel values, see the module doc).
     Constants stored after the flatbuffer (ai-edge-quantizer's layout) are moved inside. ``labels`` must match the output size. Existing
-    metadata and associated files are replaced. Returns the new file's bytes.
+    metadata and associated files are replaced. ``scores``: what the output holds, ``softmax``
+    (probabilities: output tensor named ``probability`` with stats 0..1, as TFLite Support's
+    classifiers) or ``logits`` (named ``logits``). Returns the new file's bytes.
     """
     tfl, md, flatbuffers = _schemas()
     flat, _ = _split_zip(bytes(model_bytes))
     root = _model_root(tfl, flat)
+    if scores not in SCORES_TENSOR_NAMES:
+        raise EdgeCNNError(f"scores must be one of {', '.join(SCORES_TENSOR_NAMES)}, got {scores!r}")
     if in_chans not in (1, 3):
         raise EdgeCNNError(f"TFLite image metadata describes 1 (grayscale) or 3 (RGB) channels, got {in_chans}")
     if len(mean) != in_chans or len(std) != in_chans:
@@ -223,7 +235,7 @@ def add_metadata(model_bytes: bytes, *, labels: Sequence[str], mean: Sequence[fl
         md, flatbuffers, input_type=_input_tensor_type(tfl, root), uint8=tfl.TensorType.UINT8,
         mean255=[float(m) * 255.0 for m in mean], std255=[float(s) * 255.0 for s in std],
         in_chans=in_chans, name=name, description=description, version=version, author=author,
-        license=license, num_labels=len(labels))
+        license=license, num_labels=len(labels), scores=scores)
 
     model = tfl.ModelT.InitFromObj(root)
     for buf in model.buffers or []:  # constants stored after the flatbuffer: pull them inside
@@ -273,7 +285,9 @@ def read_metadata(model_bytes: bytes) -> dict:
 
     Keys: ``name, description, version, author, license, min_parser_version, color_space,
     mean_255, std_255`` (pixel units), ``mean, std`` (for [0, 1] pixels), ``stats_min, stats_max,
-    labels_file, labels`` (None when the file is not packed), ``associated_files``.
+    labels_file, labels`` (None when the file is not packed), ``associated_files``, ``scores``
+    (``softmax``, ``logits``, or None when the output's metadata does not say; files before
+    ``--scores`` named the output ``scores`` and held logits).
     """
     _, md, _ = _schemas()
     raw = metadata_buffer(model_bytes)
@@ -291,7 +305,7 @@ def read_metadata(model_bytes: bytes) -> dict:
         "author": _text(meta.author), "license": _text(meta.license),
         "min_parser_version": _text(meta.minParserVersion), "color_space": None,
         "mean_255": None, "std_255": None, "mean": None, "std": None, "stats_min": None, "stats_max": None,
-        "labels_file": None, "labels": None, "associated_files": sorted(files)}
+        "labels_file": None, "labels": None, "associated_files": sorted(files), "scores": None}
     subgraph = (meta.subgraphMetadata or [None])[0]
     if subgraph is None:
         return out
@@ -311,6 +325,9 @@ def read_metadata(model_bytes: bytes) -> dict:
             out["stats_min"] = [float(v) for v in image.stats.min]
             out["stats_max"] = [float(v) for v in image.stats.max]
     scores = (subgraph.outputTensorMetadata or [None])[0]
+    if scores is not None:
+        kinds = {**{v: k for k, v in SCORES_TENSOR_NAMES.items()}, "scores": "logits"}
+        out["scores"] = kinds.get(_text(scores.name))
     for assoc in (scores.associatedFiles or []) if scores is not None else []:
         if assoc.type == md.AssociatedFileType.TENSOR_AXIS_LABELS:
             out["labels_file"] = _text(assoc.name)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import io
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -25,10 +27,10 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
-from edgecnn.converters.base import IO_TYPES, LAYOUTS, PRECISIONS, ConvertJob, Variant, captured_output, variants
+from edgecnn.converters.base import (IO_TYPES, LAYOUTS, PRECISIONS, SCORES, ConvertJob, captured_output,
+                                     variants, with_scores)
 from edgecnn.data.calibration import calibration_images
 from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError, VerificationError
@@ -63,6 +65,7 @@ class ExportReport:
     calibration: dict | None
     out_dir: str
     verification_images: str | None = None
+    scores: str = "softmax"  # what the files output: softmax probabilities or raw logits (SCORES)
     files: list[dict] = field(default_factory=list)
     extra_files: list[str] = field(default_factory=list)
     stages: dict[str, float] = field(default_factory=dict)
@@ -164,6 +167,37 @@ def latency_ms(path: Path, runs: int = LATENCY_RUNS, threads: int = LATENCY_THRE
     return statistics.median(times)
 
 
+class _Elapsed:
+    """Status text ending in the seconds since it was made; rich renders it afresh at every frame."""
+
+    def __init__(self, markup: str) -> None:
+        self.markup, self.start = markup, time.perf_counter()
+
+    def __rich__(self) -> Any:
+        from rich.text import Text
+
+        return Text.from_markup(f"{self.markup}  [dim]{time.perf_counter() - self.start:.0f} s[/]")
+
+
+@contextlib.contextmanager
+def _status(console: Any, markup: str) -> Iterator[Any]:
+    """A spinner with elapsed seconds, drawn by rich's refresh thread on a duplicate of stderr's
+    file descriptor: converters' logs are captured by pointing fd 2 and ``sys.stderr`` at a log
+    file (:func:`captured_output`), which would otherwise swallow every frame after the first.
+    Yields the rich ``Status``."""
+    from rich.console import Console
+
+    try:
+        fd = os.dup(sys.stderr.fileno())
+    except (AttributeError, OSError, io.UnsupportedOperation):  # stderr replaced by a non-file
+        with console.status(_Elapsed(markup)) as status:
+            yield status
+        return
+    with os.fdopen(fd, "w", encoding="utf-8", errors="replace") as err, \
+            Console(file=err, quiet=console.quiet).status(_Elapsed(markup)) as status:
+        yield status
+
+
 class _Stages:
     """Stage timer with a rich status line on stderr; ``show=False`` keeps the terminal quiet.
 
@@ -187,7 +221,7 @@ class _Stages:
     def __call__(self, name: str, what: str) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
-            with self.console.status(f"[bold]{name}[/]: {what}"):
+            with _status(self.console, f"[bold]{name}[/]: {what}"):
                 yield
         except BaseException:
             if self.interrupted:  # a converter turned the interrupt into its own error
@@ -209,7 +243,7 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
            calib_data: str | Path | None = None, calib_samples: int = DEFAULT_CALIB_SAMPLES,
            calib_method: str | None = None, pixel_input: bool = True, out: str | Path | None = None,
            verify: bool = True, c_array: bool = False, measure: bool = True, verbose: bool = False,
-           progress: bool = True, meta: Any = None, quantized: Any = None) -> ExportReport:
+           progress: bool = True, meta: Any = None, quantized: Any = None, scores: str = "softmax") -> ExportReport:
     """Convert a model to ``.tflite`` files, verify them on real images and write an app-ready folder.
 
     ``model_or_name``: a zoo name (``"mobilenet"``), an edgecnn checkpoint path, or a model from
@@ -224,7 +258,10 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
     carries, e.g. for a checkpoint's model after cross-layer equalisation. ``quantized``: an int8
     PT2E graph of this model already made (quantisation-aware training,
     :class:`edgecnn.quantize.ptq.QuantizedModel` with the same layout and pixel input) that the litert
-    back end converts instead of calibrating one.
+    back end converts instead of calibrating one. ``scores``: what the files output, ``softmax``
+    (default: class probabilities in [0, 1] summing to 1, the softmax inside the graph, as Keras
+    Applications' models) or ``logits`` (the classifier's raw outputs); recorded in the files'
+    metadata and the report, and verification compares with the same PyTorch wrapper.
     Without ``out`` the folder is ``exports/<name>/``.
     Raises :class:`EdgeCNNError` for bad input or a failed conversion and
     :class:`VerificationError` (after writing the folder) when a file disagrees with PyTorch.
@@ -233,6 +270,7 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
     ios = _parse_list(io, IO_TYPES, "--io")
     layout = _parse_list(layout, LAYOUTS, "--layout")[0]
     converter = _parse_list(converter, CONVERTERS, "--converter")[0]
+    scores = _parse_list(scores, SCORES, "--scores")[0]
     if not isinstance(calib_samples, int) or calib_samples < 1:
         raise EdgeCNNError(f"--calib-samples must be an integer >= 1, got {calib_samples!r}")
     from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS, MIN_CALIB_IMAGES
@@ -249,6 +287,8 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
     if quantized is not None and (converter != "litert" or quantized.layout != layout or not pixel_input):
         raise EdgeCNNError("a ready int8 graph (QAT) converts with the litert back end, in its own layout, "
                            "with pixel input")
+    if quantized is not None and scores != "logits":
+        raise EdgeCNNError("a ready int8 graph (QAT) outputs logits: export it with scores='logits'")
     if calib_data is not None and not Path(calib_data).expanduser().is_dir():
         raise EdgeCNNError(f"--calib-data {calib_data} does not exist or is not a directory")
     if out is not None:
@@ -259,14 +299,15 @@ def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None,
                        in_chans=in_chans, weights=weights, precisions=precisions, converter=converter, ios=ios,
                        layout=layout, calib_data=calib_data, calib_samples=calib_samples,
                        calib_method=calib_method, pixel_input=pixel_input, out=out, verify=verify,
-                       c_array=c_array, measure=measure, verbose=verbose, meta=meta, quantized=quantized)
+                       c_array=c_array, measure=measure, verbose=verbose, meta=meta, quantized=quantized,
+                       scores=scores)
 
 
 def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: float | None, res: int | None,
             num_classes: int | None, in_chans: int | None, weights: str | None, precisions: list[str],
             converter: str, ios: list[str], layout: str, calib_data: Any, calib_samples: int,
             calib_method: str, pixel_input: bool, out: Any, verify: bool, c_array: bool, measure: bool,
-            verbose: bool, meta: Any, quantized: Any) -> ExportReport:
+            verbose: bool, meta: Any, quantized: Any, scores: str) -> ExportReport:
     """:func:`export` after its arguments are checked."""
     from edgecnn.stats import model_stats
 
@@ -290,7 +331,7 @@ def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: fl
         converter=converter, layout=layout, preprocess=preprocess.to_dict(), calibration=None,
         input=("pixel values 0-255, normalised inside the graph" if pixel_input
                else "normalised tensor ((pixel / 255 - mean) / std)"),
-        out_dir=str(out_dir))
+        out_dir=str(out_dir), scores=scores)
     if not trained:
         report.warnings.append("random weights: sizes and latency are real, accuracy numbers are meaningless")
         stages.warn(report.warnings[-1])
@@ -309,7 +350,7 @@ def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: fl
 
         job = ConvertJob(model=model, preprocess=preprocess, layout=layout, calib_pixels=calib.pixels,
                          scratch=Path(scratch), verbose=verbose, calib_method=calib_method,
-                         pixel_input=pixel_input, quantized=quantized)
+                         pixel_input=pixel_input, quantized=quantized, scores=scores)
         with stages("convert", f"{converter}: {', '.join(v.suffix for v in wanted)}"):
             converted, extra = _backend(converter).convert(job, wanted)
             paths = _write_files(tmp, name, converted, extra, config, preprocess, meta, report, pixel_input)
@@ -319,7 +360,7 @@ def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: fl
                     captured_output(job.log_path, verbose):
                 from edgecnn.converters.verify import reference_logits, verify_file
 
-                ref = reference_logits(model, preprocess, checks.pixels)
+                ref = reference_logits(with_scores(model, scores), preprocess, checks.pixels)
                 for c, path in zip(converted, paths):
                     verifications[path.name] = verify_file(path, c.variant.precision, ref, checks.pixels,
                                                            preprocess, trained=trained)
@@ -369,7 +410,7 @@ def _write_files(folder: Path, name: str, converted: list, extra: dict[str, byte
     mean, std = pixel_input_normalization(preprocess.in_chans) if pixel_input else (preprocess.mean, preprocess.std)
     paths = []
     for c in converted:
-        data = add_metadata(c.data, labels=labels, mean=mean, std=std,
+        data = add_metadata(c.data, labels=labels, mean=mean, std=std, scores=report.scores,
                             in_chans=preprocess.in_chans, name=name,
                             description=f"{config.name} {c.variant.suffix}, {preprocess.res}x{preprocess.res} "
                                         f"input, exported by edgecnn", version="1")

@@ -270,7 +270,7 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
                           weights=None if model_q is not model else weights, quantize="int8", io=io,
                           layout=layout, calib_data=tmp, calib_samples=len(calib_files),
                           calib_method=None if tuned else method, meta=meta,
-                          quantized=tuned.quantized if tuned else None,
+                          quantized=tuned.quantized if tuned else None, scores="logits",  # SQNR is on logits
                           out=out if out is not None else Path("exports") / f"{name}_{method}",
                           progress=progress)
         # the graph and calibration inputs export quantised (same images, same order: PT2E is

@@ -205,8 +205,8 @@ def _fmt(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.1f}"
 
 
-def print_report(report: FidelityReport, top: int = 12) -> None:
-    """Rich tables for people: the output metrics, then the ``top`` worst layers."""
+def print_report(report: FidelityReport, top: int = 12, wide: bool = False) -> None:
+    """Rich tables for people: the output metrics, then the ``top`` worst layers (``wide``: every column)."""
     from edgecnn.cli.common import print_table
 
     o = report.outputs
@@ -222,13 +222,13 @@ def print_report(report: FidelityReport, top: int = 12) -> None:
                                            f"{c['b_only']} gained")]
     rows += [("logit KL float || int8", f"{o['kl_divergence']:.4f} nats")]
     print_table(f"int8 fidelity: {report.model}, method {report.method}, {report.calib_images} calibration "
-                "images", ("measure", "value"), rows)
+                "images", ("measure", "value"), rows, wide=wide)
     if report.layers:
         worst = sorted(report.layers, key=lambda l: -l.loss_db)[:top]
         print_table(f"layers that lost the most (of {len(report.layers)}; SQNR over {report.layer_images} images)",
                     ("layer", "op", "SQNR dB", "lost here dB"),
                     [(l.name, l.op, _fmt(l.sqnr_db), f"{l.loss_db:.1f}") for l in worst],
-                    justify=("left", "left", "right", "right"))
+                    justify=("left", "left", "right", "right"), optional=["op"], wide=wide)
 
 
 def plot_layer_sqnr(layers: Sequence[LayerFidelity], path: str | Path, title: str = "") -> Path:

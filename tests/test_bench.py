@@ -81,7 +81,7 @@ def test_bench_tflite_threads_json(cli, tflite_file):
         assert row["status"] == "ok" and all(row.get(k) is not None for k in ROW_FIELDS)
         assert row["runs"] >= 5 and row["precision"] == "float32"
         assert row["file_bytes"] == tflite_file.stat().st_size
-    assert report["fastest"][tflite_file.stem]["runtime"] == "litert"
+    assert report["fastest"][tflite_file.stem]["float32"]["runtime"] == "litert"
     assert report["machine"]["cores"] >= 1 and report["protocol"]["num_runs"] == 5
 
 
@@ -225,10 +225,10 @@ def test_table_order_csv_and_plot(tmp_path):
             for i, (m, a) in enumerate([(3.0, 0.7), (1.0, 0.6), (2.0, None)])]
     rows.append({**_point(7), "status": "error", "error": "bad file", "key": "7"})
     assert [r["model"] for r in sort_rows(rows)] == ["m1", "m2", "m0", "m7"]
-    assert fastest(rows)["m1"]["median_ms"] == 1.0
+    assert fastest(rows)["m1"]["unknown"]["median_ms"] == 1.0  # no precision recorded
     write_csv(rows, tmp_path / "t.csv")
     lines = (tmp_path / "t.csv").read_text().splitlines()
-    assert lines[0].startswith("model,runtime,precision,threads") and lines[1].startswith("m1,")
+    assert lines[0].startswith("model,runtime,precision,converter,threads") and lines[1].startswith("m1,")
     png = plot(rows, tmp_path / "p.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(tmp_path.glob(".*part"))
 
@@ -266,14 +266,14 @@ def test_missing_onnx_file_is_an_error_row(tmp_path):
     assert row["status"] == "error" and "No such file" in row["error"] and "missing.onnx" in row["error"]
 
 
-def _export_folder(tmp_path: Path, tflite: Path) -> Path:
+def _export_folder(tmp_path: Path, tflite: Path, converter: str = "litert") -> Path:
     """A folder shaped like ``edgecnn export``'s output: files named by precision + report.json."""
     folder = tmp_path / "mobilenet_v2_0.35_32"
     folder.mkdir()
     name = "mobilenet_v2_0.35_32_float32.tflite"
     (folder / name).write_bytes(tflite.read_bytes())
     report = {"model": "mobilenet_v2", "name": folder.name, "knobs": {"alpha": 0.35}, "res": 32,
-              "num_classes": 10, "in_chans": 3, "macs": 1234567,
+              "num_classes": 10, "in_chans": 3, "macs": 1234567, "converter": converter,
               "files": [{"name": name, "path": str(folder / name), "precision": "float32"}]}
     (folder / "report.json").write_text(json.dumps(report))
     return folder
@@ -289,6 +289,7 @@ def test_export_folder_gives_file_rows_and_pytorch_rows_from_its_report(cli, tfl
     for row in rows.values():
         assert row["status"] == "ok" and row["model"] == "mobilenet_v2_0.35_32"
         assert row["macs"] == 1234567 and row["gmacs_per_s"] > 0
+    assert rows["litert"]["converter"] == "litert" and rows["torch"]["converter"] is None
     assert rows["torch"]["spec"] == {"name": "mobilenet_v2", "knobs": {"alpha": 0.35}, "res": 32,
                                      "num_classes": 10, "in_chans": 3, "label": "mobilenet_v2_0.35_32"}
 
@@ -308,9 +309,44 @@ def test_complete_export_folders_are_reused_not_exported_again(tmp_path, monkeyp
     assert ensure_export(spec, ["float32"], tmp_path) == tmp_path / "mobilenet_v2_0.35_32" and not calls
     ensure_export(spec, ["float32", "int8"], tmp_path)  # int8 missing: export is asked for both
     assert calls == [(("mobilenet_v2",), {"res": 32, "num_classes": 10, "in_chans": None,
-                                          "quantize": ["float32", "int8"],
+                                          "quantize": ["float32", "int8"], "converter": "litert",
                                           "out": tmp_path / "mobilenet_v2_0.35_32", "verify": False,
                                           "measure": False, "alpha": 0.35})]
+
+
+def test_an_export_folder_of_another_converter_is_not_reused(tmp_path, monkeypatch):
+    import edgecnn.export
+    from edgecnn.benchmarks.sweep import ensure_export, zoo_spec
+
+    placeholder = tmp_path / "placeholder.tflite"
+    placeholder.write_bytes(b"TFL3")
+    theirs = _export_folder(tmp_path, placeholder, converter="onnx2tf")
+    before = sorted(p.name for p in theirs.iterdir())
+    calls = []
+    monkeypatch.setattr(edgecnn.export, "export", lambda *a, **k: calls.append(k))
+    spec, _ = zoo_spec("mobilenet_v2", 32, {"alpha": 0.35}, num_classes=10)
+    folder = ensure_export(spec, ["float32"], tmp_path, "litert")
+    assert folder == tmp_path / "mobilenet_v2_0.35_32_litert" != theirs
+    assert [(k["out"], k["converter"]) for k in calls] == [(folder, "litert")]
+    assert sorted(p.name for p in theirs.iterdir()) == before  # the other converter's folder is untouched
+    calls.clear()
+    assert ensure_export(spec, ["float32"], tmp_path, "onnx2tf") == theirs and not calls  # its own: reused
+
+
+def test_int8_request_skips_float_runtimes_with_a_reason_and_never_compares_precisions(cli):
+    r = cli("bench", "mobilenet_v2", "--alpha", "0.35", "--res", "32", "--num-classes", "10",
+            "--quantize", "int8", "--runtime", "torch,onnxruntime", "--threads", "1", *QUICK, "--json")
+    assert r.code == 0, r
+    report = json.loads(r.out)
+    rows = {x["runtime"]: x for x in report["rows"]}
+    for runtime in ("torch", "onnxruntime"):  # both build the float32 model: not what was asked for
+        assert rows[runtime]["status"] == "skipped" and "float32, not the int8" in rows[runtime]["error"]
+        assert "converter" in rows[runtime]
+    assert rows["onnxruntime"]["converter"] == "torch.onnx" and report["fastest"] == {}
+    mixed = [{"model": "m", "precision": p, "runtime": rt, "status": "ok", "median_ms": ms}
+             for p, rt, ms in (("int8", "litert", 1.0), ("float32", "torch", 3.0), ("float32", "litert", 2.0))]
+    best = fastest(mixed)["m"]
+    assert best["int8"]["runtime"] == "litert" and best["float32"]["median_ms"] == 2.0
 
 
 def test_precision_from_export_file_names():

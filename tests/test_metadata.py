@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import io
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import edgecnn
 from edgecnn.converters.inspect import inspect_tflite_safe
@@ -31,6 +31,9 @@ PHOTOS = ("chelsea.png", "coffee.png", "rocket.jpg")
 EXPECTED_FLOAT_TOP1 = {"chelsea.png": 285, "coffee.png": 967, "rocket.jpg": 812}
 # one xdist worker builds the module's converted models once (tests/run.sh uses --dist loadgroup)
 pytestmark = pytest.mark.xdist_group("mv2_mediapipe")
+# |sum - 1| of an int8 file's probabilities: each is a multiple of 1/256 and most of the 1000 round
+# to 0; measured <= 0.012 on the three photos (0.996, 0.996, 0.988), so 0.05 leaves a 4x margin
+INT8_SUM_TOLERANCE = 0.05
 
 
 def _meta(model_bytes: bytes, **overrides) -> bytes:
@@ -53,8 +56,9 @@ def photos() -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def mv2(mobilenet_v2_imagenet_file, tmp_path_factory):
-    """(torch model, preprocess, {kind: bytes without metadata}) for the float32 and int8-uint8io files,
-    made by the export's litert-torch back end (pixel input, NHWC)."""
+    """(torch model, preprocess, {kind: bytes without metadata}) for the float32 and int8-uint8io files
+    with softmax scores (the export's default) and a float32 file with raw logits, made by the
+    export's litert-torch back end (pixel input, NHWC)."""
     from edgecnn.converters.base import ConvertJob, Variant
     from edgecnn.converters.litert import LiteRTConverter
     from edgecnn.data.photos import sample_photos
@@ -62,36 +66,57 @@ def mv2(mobilenet_v2_imagenet_file, tmp_path_factory):
     model = edgecnn.create_model("mobilenet_v2", weights=str(mobilenet_v2_imagenet_file)).eval()
     pre = Preprocess.for_model(model, RES)
     calib = np.stack([pre.to_uint8(im) for im in sample_photos(8, seed=1)])
-    job = ConvertJob(model=model, preprocess=pre, layout="nhwc", calib_pixels=calib, pixel_input=True,
-                     scratch=tmp_path_factory.mktemp("convert"), calib_method="minmax")  # 8 images suffice
-    converted, _ = LiteRTConverter().convert(job, [Variant("float32"), Variant("int8", "uint8")])
-    return model, pre, {"float32": converted[0].data, "int8_uint8io": converted[1].data}
+    files = {}
+    for scores, wanted in (("softmax", [Variant("float32"), Variant("int8", "uint8")]),
+                           ("logits", [Variant("float32")])):
+        job = ConvertJob(model=model, preprocess=pre, layout="nhwc", calib_pixels=calib, pixel_input=True,
+                         scratch=tmp_path_factory.mktemp("convert"), calib_method="minmax",  # 8 images suffice
+                         scores=scores)
+        converted, _ = LiteRTConverter().convert(job, wanted)
+        files.update({c.variant.suffix + ("_logits" if scores == "logits" else ""): c.data for c in converted})
+    return model, pre, files
 
 
-def _classifier(path):
+def _classifier(path, max_results: int = 1):
     from mediapipe.tasks.python import BaseOptions, vision
 
-    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=1)
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)),
+                                            max_results=max_results)
     return vision.ImageClassifier.create_from_options(options)
 
 
-def _mediapipe_top1(classifier, pixels: np.ndarray) -> tuple[int, str | None, float]:
+def _categories(classifier, pixels: np.ndarray) -> list:
+    """MediaPipe's categories for one HWC uint8 RGB image, best first."""
     import mediapipe as mp
 
     image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(pixels))
-    top = classifier.classify(image).classifications[0].categories[0]
+    return classifier.classify(image).classifications[0].categories
+
+
+def _mediapipe_top1(classifier, pixels: np.ndarray) -> tuple[int, str | None, float]:
+    top = _categories(classifier, pixels)[0]
     return top.index, top.category_name, top.score
 
 
+def _scores(kind: str) -> str:
+    return "logits" if kind.endswith("_logits") else "softmax"
+
+
+def _with_metadata(files: dict, kind: str, folder: Path) -> Path:
+    """The ``kind`` file with its metadata (scores as converted) written to ``folder``."""
+    path = folder / f"mobilenet_v2_{kind}.tflite"
+    path.write_bytes(_meta(files[kind], scores=_scores(kind)))
+    return path
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["float32", "int8_uint8io"])
+@pytest.mark.parametrize("kind", ["float32", "int8_uint8io", "float32_logits"])
 def test_mediapipe_agrees_with_edgecnn_runner(mv2, photos, kind, tmp_path):
     model, pre, files = mv2
-    path = tmp_path / f"mobilenet_v2_{kind}.tflite"
-    path.write_bytes(_meta(files[kind]))
+    path = _with_metadata(files, kind, tmp_path)
     labels = imagenet_labels()
     runner = TFLiteModel(path)
-    assert runner.inputs[0].dtype == (np.float32 if kind == "float32" else np.uint8)
+    assert runner.inputs[0].dtype == (np.uint8 if kind == "int8_uint8io" else np.float32)
     assert runner.metadata["labels"] == labels and runner.layout == "NHWC"
     classifier = _classifier(path)
     for name, pixels in photos.items():
@@ -102,9 +127,27 @@ def test_mediapipe_agrees_with_edgecnn_runner(mv2, photos, kind, tmp_path):
               f"{labels[ours]!r} {logits[ours]:.3f}")
         assert index == ours and label == labels[ours]
         assert score == pytest.approx(float(logits[ours]), rel=1e-4, abs=1e-3)
-        if kind == "float32":  # the file is the PyTorch model: same class as torch on the same pixels
+        if kind != "int8_uint8io":  # the file is the PyTorch model: same class as torch on the same pixels
             torch_top1 = int(model(pre.normalize(pixels)).argmax())
             assert ours == torch_top1 == EXPECTED_FLOAT_TOP1[name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["float32", "int8_uint8io", "float32_logits"])
+def test_mediapipe_scores_are_probabilities_with_softmax_and_logits_otherwise(mv2, photos, kind, tmp_path):
+    path = _with_metadata(mv2[2], kind, tmp_path)
+    assert read_metadata(path.read_bytes())["scores"] == _scores(kind)
+    classifier = _classifier(path, max_results=-1)
+    for name, pixels in photos.items():
+        scores = np.array([c.score for c in _categories(classifier, pixels)])
+        print(kind, name, len(scores), scores.min(), scores.max(), scores.sum())
+        assert len(scores) == 1000, (name, len(scores))
+        if _scores(kind) == "logits":  # raw logits: MobileNetV2's top one on these photos is ~10-20
+            assert scores.max() > 5 and scores.min() < 0, (name, scores.max(), scores.min())
+            continue
+        assert scores.min() >= 0 and scores.max() <= 1, (name, scores.min(), scores.max())
+        tolerance = 1e-4 if kind == "float32" else INT8_SUM_TOLERANCE  # float32: rounding of 1000 terms
+        assert abs(scores.sum() - 1.0) <= tolerance, (name, scores.sum())
 
 
 @pytest.mark.slow
@@ -136,8 +179,8 @@ def test_metadata_round_trip_and_packing(mv2):
         assert md["color_space"] == "RGB" and md["min_parser_version"] == "1.0.0"
         np.testing.assert_allclose(md["mean_255"], [0, 0, 0])
         np.testing.assert_allclose(md["std_255"], [1, 1, 1], rtol=1e-6)
-        np.testing.assert_allclose(md["stats_min"], [0] * (3 if kind == "float32" else 1))
-        np.testing.assert_allclose(md["stats_max"], [255] * (3 if kind == "float32" else 1), rtol=1e-6)
+        np.testing.assert_allclose(md["stats_min"], [0] * (3 if kind.startswith("float32") else 1))
+        np.testing.assert_allclose(md["stats_max"], [255] * (3 if kind.startswith("float32") else 1), rtol=1e-6)
         with zipfile.ZipFile(io.BytesIO(out)) as zf:  # associated files: an uncompressed zip after the model
             assert zf.namelist() == ["labels.txt"] and zf.getinfo("labels.txt").compress_type == zipfile.ZIP_STORED
         again = _meta(out, labels=[f"class {i}" for i in range(1000)], version="2")  # replaces, not stacks
@@ -178,6 +221,7 @@ def test_inspect_real_int8_file(mv2, tmp_path):
     assert info["outputs"][0]["dtype"] == "uint8" and info["outputs"][0]["shape"] == [1, 1000]
     assert info["ops"]["CONV_2D"] == 35 and info["ops"]["DEPTHWISE_CONV_2D"] >= 17  # + a 1x1 normalising one
     assert "CONV_2D" not in info["float_op_names"] and "DEPTHWISE_CONV_2D" not in info["float_op_names"]
+    assert info["ops"]["SOFTMAX"] == 1 and "SOFTMAX" not in info["float_op_names"]  # int8 softmax kernel
     assert info["quantize"] >= 2 and info["transpose"] == 0  # the uint8<->int8 boundaries, no layout shuffles
     assert info["constant_types"]["INT8"] >= 52 and info["precision"] in ("int8", "mixed")
     assert info["float_ops"] == sum(info["float_op_names"].values())

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from edgecnn import limits as L
-from edgecnn.cli.common import ALPHA_HINT, bounded, emit_json
+from edgecnn.cli.common import ALPHA_HINT, add_wide_arg, bounded, emit_json
 from edgecnn.errors import EdgeCNNError
 
 EPILOG = """examples:
@@ -70,7 +70,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--quantize", type=_list(_choices(PRECISIONS), "--quantize"),
                    default=["float32", "int8"], metavar="P[,P...]",
                    help="precisions of the exported files: float32,float16,dynamic,int8 "
-                        "(default float32,int8); e.g. --quantize float32,int8")
+                        "(default float32,int8); runtimes that build the model in another precision "
+                        "(PyTorch, ONNX Runtime from the name) are listed as skipped; e.g. --quantize int8")
+    g.add_argument("--converter", choices=("litert", "onnx2tf"), default="litert",
+                   help="back end of those exports (default litert); an export folder made by the "
+                        "other one is not reused (NAME_CONVERTER/ is written instead); e.g. --converter onnx2tf")
     g.add_argument("--num-classes", type=bounded(L.NUM_CLASSES), metavar="N",
                    help="classifier outputs (default 1000); e.g. --num-classes 10")
     g.add_argument("--in-chans", type=bounded(L.IN_CHANS), metavar="C",
@@ -106,6 +110,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="plot latency against MACs (and accuracy when known) like the MobileNet "
                         "paper's trade-off figures; e.g. --plot sweep.png")
     g.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_wide_arg(g)
     g = p.add_argument_group("remote targets")
     g.add_argument("--target", default="local", metavar="T",
                    help="'local' (default), 'ssh://[user@]host[:port]' (a Linux board with python3, "
@@ -157,12 +162,12 @@ def _local_points(args, threads, protocol) -> list[dict]:
                 files: list[Path] = []
                 info = {"macs": macs}
                 if args.runtime is None or "litert" in args.runtime:  # ONNX Runtime needs no file
-                    folder = ensure_export(spec, args.quantize, args.exports_dir)
+                    folder = ensure_export(spec, args.quantize, args.exports_dir, args.converter)
                     files, _, info = read_export_dir(folder)
                     files = [f for f in files
                              if info["files"].get(f.name, {}).get("precision") in args.quantize]
                     info["macs"] = info.get("macs") or macs
-                points += points_for_files(files, threads, protocol, args.runtime, spec, info)
+                points += points_for_files(files, threads, protocol, args.runtime, spec, info, args.quantize)
     return points
 
 
@@ -238,10 +243,12 @@ def run_bench(args: argparse.Namespace) -> int:
         where = f"{machine.get('cpu')}, {machine.get('cores')} cores" if machine else args.target
         if machine and machine.get("load_1min") is not None:
             where += f", load {machine['load_1min']:.1f}"
-        print_rows(rows, f"{args.target}: {where} (sorted by median latency; ms per image, batch 1)")
-        for model, r in best.items():
-            print(f"fastest for {model}: {r['runtime']} {r.get('precision') or ''} "
-                  f"threads={r.get('threads') or '-'}: {r['median_ms']:.2f} ms median")
+        print_rows(rows, f"{args.target}: {where} (sorted by median latency; ms per image, batch 1)",
+                   wide=args.wide)
+        for model, per in best.items():
+            for precision, r in per.items():
+                print(f"fastest for {model} {precision}: {r['runtime']} threads={r.get('threads') or '-'}: "
+                      f"{r['median_ms']:.2f} ms median")
     for r in failed:
         print(f"edgecnn: error: {r.get('model')} [{r['runtime']}, threads={r.get('threads') or '-'}]: "
               f"{r.get('error')}", file=sys.stderr)

@@ -9,9 +9,12 @@ import numpy as np
 import torch
 
 from edgecnn import limits as L
-from edgecnn.cli.common import bounded, emit_json, print_table
+from edgecnn.cli.common import add_wide_arg, bounded, emit_json, print_table
 from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError
+
+# floor of a .tflite file's probabilities before the log (int8 softmax outputs are multiples of 1/256, often 0)
+PROB_FLOOR = 1e-7
 
 EPILOG = """examples:
   edgecnn eval runs/fmnist/best.ckpt --data fashion-mnist
@@ -21,7 +24,9 @@ EPILOG = """examples:
 
 A checkpoint brings its own resolution, normalisation, classes and training data (the default --data).
 A .tflite file brings its input size and, when it has TFLite metadata, its normalisation and labels;
-otherwise give --mean/--std. The file is checked in a separate process before it is loaded."""
+otherwise give --mean/--std. The file is checked in a separate process before it is loaded.
+Files exported with --scores softmax (the default) output probabilities: the loss is then the mean
+-log(probability of the true class), floored at 1e-7."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -61,6 +66,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="resize to res/F then centre-crop (default 1.0 for small fixed-size datasets such "
                         "as Fashion-MNIST, else 0.875); e.g. --crop-pct 1.0")
     p.add_argument("--json", action="store_true", help="print one JSON object (no progress bar)")
+    add_wide_arg(p)
     p.set_defaults(func=run_eval)
 
 
@@ -127,6 +133,9 @@ def run_eval(args: argparse.Namespace) -> int:
         num_classes = tfl.num_classes
         transform = PixelTransform(preprocess)
         predict = lambda pixels: tfl.predict_pixels(pixels.numpy(), preprocess)  # noqa: E731
+        if meta.get("scores") == "softmax":  # probabilities: their log is what the loss takes as logits
+            probs = predict
+            predict = lambda pixels: np.log(np.maximum(probs(pixels), PROB_FLOOR))  # noqa: E731
         kind = "tflite"
     else:
         from edgecnn.checkpoint import load_checkpoint
@@ -163,7 +172,7 @@ def run_eval(args: argparse.Namespace) -> int:
     print_table(f"{path.name} on {dataset.source} ({split_name}, {result.images} images)",
                 ["class", "top-1", "images"],
                 [[n, f"{100 * report['per_class'][n]['top1']:.2f}%", report["per_class"][n]["images"]]
-                 for n in names], justify=["left", "right", "right"])
+                 for n in names], justify=["left", "right", "right"], wide=args.wide)
     print(f"top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%  loss {result.loss:.4f}  "
           f"{result.images_per_s:.0f} images/s (model), {result.end_to_end_images_per_s:.0f} images/s "
           f"(with loading)")

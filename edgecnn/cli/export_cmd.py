@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from edgecnn import limits as L
-from edgecnn.cli.common import (add_model_args, bounded, emit_json, human_bytes, human_count, model_knobs,
+from edgecnn.cli.common import (add_model_args, add_wide_arg, bounded, emit_json, human_bytes, human_count, model_knobs,
                                 print_table)
 from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS, MIN_CALIB_IMAGES
 
@@ -15,9 +16,12 @@ EPILOG = """examples:
   edgecnn export mobilenet_v2 --weights imagenet --quantize float32,float16,dynamic,int8 --io float32,uint8
   edgecnn export runs/fmnist/best.ckpt --calib-data data/val --io uint8 --out app/model
   edgecnn export squeezenet1_1 --converter onnx2tf --layout nchw --c-array --json
+  edgecnn export mobilenet_v2 --weights imagenet --scores logits      raw logits instead of probabilities
 
 files are named for what they are: NAME_float32, NAME_float16, NAME_dynamic_int8 (int8 weights,
 float activations), NAME_int8 (full integer, float I/O), NAME_int8_uint8io, NAME_int8_int8io.
+the files output class probabilities (softmax inside the graph) unless --scores logits; after the
+table come the full paths written and the commands to try next (bench, eval, loading it in an app).
 exit status: 0 ok, 1 a file failed verification (the folder is still written), 2 bad input."""
 
 
@@ -45,6 +49,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="what the files take: pixels (RGB values 0-255, normalisation inside the "
                         "graph: what apps and MediaPipe feed; default) or normalized (PyTorch's "
                         "(pixel/255 - mean)/std tensor); e.g. --input normalized")
+    p.add_argument("--scores", choices=("softmax", "logits"), default="softmax",
+                   help="what the files output: softmax (class probabilities in [0, 1] summing to 1, "
+                        "the softmax inside the graph, so an app's score threshold is a probability; "
+                        "default, as Keras Applications) or logits (the raw classifier outputs); "
+                        "recorded in the files' metadata and report.json; e.g. --scores logits")
     p.add_argument("--calib-data", metavar="DIR",
                    help="folder of calibration images (or class sub-folders) for int8; default: the "
                         "checkpoint's training data, else real photos from installed packages; "
@@ -69,6 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verbose", action="store_true", help="show the converters' own logs (on stderr)")
     p.add_argument("--json", action="store_true",
                    help="print the report as one JSON object on stdout instead of the table")
+    add_wide_arg(p)
     p.set_defaults(func=run)
 
 
@@ -83,15 +93,15 @@ def run(args: argparse.Namespace) -> int:
                         calib_samples=args.calib_samples, calib_method=args.calib_method,
                         pixel_input=args.input == "pixels", out=args.out,
                         verify=args.verify, c_array=args.c_array, measure=args.measure,
-                        verbose=args.verbose, progress=not args.json)
+                        verbose=args.verbose, progress=not args.json, scores=args.scores)
     except VerificationError as exc:
         if args.json and getattr(exc, "report", None) is not None:
-            emit_json(exc.report.to_dict())
+            emit_json({**exc.report.to_dict(), "written": written_paths(exc.report)})
         raise
     if args.json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "written": written_paths(report)})
         return 0
-    print_summary(report)
+    print_summary(report, wide=args.wide)
     return 0
 
 
@@ -104,7 +114,7 @@ def _check(v: dict | None, precision: str) -> str:
     return f"{mark}, top-1 {v['top1_agreement']:.0%}, cos {v['cosine']:.3f}"
 
 
-def print_summary(report) -> None:
+def print_summary(report, wide: bool = False) -> None:
     """The summary table for people (stdout)."""
     knobs = ", ".join(f"{k}={v}" for k, v in report.knobs.items())
     title = (f"{report.name}: {report.model} ({knobs or 'no knobs'}) at {report.res}px, "
@@ -115,12 +125,42 @@ def print_summary(report) -> None:
              "" if f["latency_ms"] is None else f"{f['latency_ms']:.2f}",
              f"{f['transpose']}/{f['dequantize']}/{f['float_ops']}"] for f in report.files]
     print_table(title, ["file", "I/O", "size", "vs PyTorch", "ms", "T/DQ/F"], rows,
-                justify=["left", "left", "right", "left", "right", "right"])
-    print(f"files: {report.out_dir}/{report.name}_<file>.tflite, input {report.input}; ms: median CPU "
-          f"latency, 2 threads; T/DQ/F: TRANSPOSE, DEQUANTIZE and float ops left in the graph")
+                justify=["left", "left", "right", "left", "right", "right"], optional=["T/DQ/F", "I/O"], wide=wide)
+    print(f"input {report.input}; output {SCORES_TEXT[report.scores]}; ms: median CPU latency, 2 threads; "
+          f"T/DQ/F: TRANSPOSE, DEQUANTIZE and float ops left in the graph")
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in report.stages.items())
-    print(f"wrote {report.out_dir}/ ({', '.join(report.extra_files)}, report.json); {stages}")
+    print(f"stages: {stages}")
     if report.calibration:
         print(f"int8 calibration: {report.calibration['source']}")
     for w in report.warnings:
         print(f"WARNING: {w}")
+    print_next_steps(report)
+
+
+SCORES_TEXT = {"softmax": "class probabilities (softmax, sum 1)", "logits": "raw logits (--scores logits)"}
+# the file an app should load first: camera bytes in, then float I/O int8, then float (MediaPipe refuses int8 input)
+APP_FILE_ORDER = ("int8_uint8io", "int8", "float16", "float32", "dynamic_int8")
+
+
+def written_paths(report) -> list[str]:
+    """Absolute paths of everything the export wrote: the .tflite files, side files, report.json."""
+    folder = Path(report.out_dir).resolve()
+    names = [f["name"] for f in report.files] + list(report.extra_files) + ["report.json"]
+    return [str(folder / n) for n in names]
+
+
+def print_next_steps(report) -> None:
+    """The files written (full paths) and what to run next: bench, eval, loading it in an app."""
+    print(f"wrote {Path(report.out_dir).resolve()}/:")
+    for path in written_paths(report):
+        print(f"  {path}")
+    by_suffix = {f["suffix"]: str(Path(f["path"]).resolve()) for f in report.files}
+    app = next((by_suffix[s] for s in APP_FILE_ORDER if s in by_suffix), None)
+    print("next:")
+    print(f"  edgecnn bench {Path(report.out_dir).resolve()}      latency and memory of every file")
+    if app is not None:
+        print(f"  edgecnn eval {app} --data DIR      accuracy on labelled images (one sub-folder per class)")
+        print("  in an app (MediaPipe Tasks, Python; Android/iOS take the same file):")
+        print("    import mediapipe as mp")
+        print(f"    with mp.tasks.vision.ImageClassifier.create_from_model_path({app!r}) as classifier:")
+        print("        print(classifier.classify(mp.Image.create_from_file('photo.jpg')).classifications[0].categories[:3])")

@@ -6,7 +6,7 @@ import argparse
 
 import torch
 
-from edgecnn.cli.common import (add_model_args, emit_json, human_bytes, human_count, model_knobs,
+from edgecnn.cli.common import (add_model_args, add_wide_arg, emit_json, human_bytes, human_count, model_knobs,
                                 print_table)
 from edgecnn.models import create_model, get_spec, list_aliases, list_models
 from edgecnn.stats import model_stats
@@ -25,6 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     out.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     out.add_argument("--markdown", action="store_true",
                      help="print a Markdown table (the README's model table is made with this)")
+    add_wide_arg(p)
     p.set_defaults(func=run_models)
 
     p = sub.add_parser(
@@ -37,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p, weights=False)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    add_wide_arg(p)
     p.set_defaults(func=run_info)
 
 
@@ -84,7 +86,8 @@ def run_models(args: argparse.Namespace) -> int:
                 ["name", "family", "params", "MACs", "res", "aliases"],
                 [[r["name"], r["family"], human_count(r["params"]), human_count(r["macs"]),
                   r["default_res"], ", ".join(aliases.get(r["name"], []))] for r in rows],
-                justify=["left", "left", "right", "right", "right", "left"])
+                justify=["left", "left", "right", "right", "right", "left"], optional=["aliases", "family"],
+                wide=args.wide)
     return 0
 
 
@@ -126,5 +129,5 @@ def run_info(args: argparse.Namespace) -> int:
                         human_bytes(info["weight_bytes"][k]) for k in ("fp32", "fp16", "int8"))],
                     ["peak activations (fp32, one layer in+out)",
                      human_bytes(info["peak_activation_bytes"])],
-                ])
+                ], wide=args.wide)
     return 0

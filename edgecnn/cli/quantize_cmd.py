@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from edgecnn import limits as L
-from edgecnn.cli.common import add_model_args, bounded, emit_json, human_bytes, model_knobs
+from edgecnn.cli.common import add_model_args, add_wide_arg, bounded, emit_json, human_bytes, model_knobs
 from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS
 
 EPILOG = """examples:
@@ -19,7 +19,8 @@ EPILOG = """examples:
       quantisation-aware fine-tuning on the checkpoint's own training data (or --train-data DATA)
 
 writes the export folder (int8 .tflite verified against PyTorch, labels, report.json) plus
-fidelity.json and fidelity_layers.png (per-layer SQNR, worst first).
+fidelity.json and fidelity_layers.png (per-layer SQNR, worst first). The int8 file outputs logits
+(what the SQNR figures measure); `edgecnn export` gives apps softmax probabilities (--scores).
 trained models get cross-layer equalisation + bias correction by default (--no-cle, --no-bias-correction).
 --qat-epochs N fine-tunes with fake-quantised int8 (PT2E QAT) and converts the learned ranges; it also
 writes qat.ckpt, which `edgecnn export qat.ckpt --converter onnx2tf` takes too.
@@ -82,6 +83,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="output folder (default exports/<name>_<method>)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON object on stdout instead of the tables")
+    add_wide_arg(p)
     p.set_defaults(func=run)
 
 
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         t = result.qat
         print(f"QAT: {t['epochs']} epoch(s) on {t['data']} ({t['train_images']} images); {t['val']}: float "
               f"{100 * t['float_val_top1']:.2f}% -> fake-quantised int8 {100 * t['qat_val_top1']:.2f}%")
-    print_report(result.fidelity)
+    print_report(result.fidelity, wide=args.wide)
     floats = result.fidelity.extra["float_ops"]
     if floats["in_file"]:
         ops = ", ".join(f"{op} x{n}" for op, n in floats["by_op"].items())

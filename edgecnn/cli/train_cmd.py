@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from edgecnn import limits as L
-from edgecnn.cli.common import add_model_args, bounded, emit_json, model_knobs, print_table
+from edgecnn.cli.common import add_model_args, add_wide_arg, bounded, emit_json, model_knobs, print_table
 from edgecnn.errors import EdgeCNNError
 
 EPILOG = """examples:
@@ -119,6 +119,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--overwrite", action="store_true", help="start over in a --out that already holds a run")
     r.add_argument("--json", action="store_true", help="print one JSON object (no progress bars)")
     r.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_wide_arg(r)
     p.set_defaults(func=run_train)
 
 
@@ -180,6 +181,6 @@ def run_train(args: argparse.Namespace) -> int:
                        f"{len(result.classes)} classes"],
              ["unreadable images skipped", len(result.unreadable)],
              ["files", f"{summary['best']}, {summary['last']}, metrics.csv, curves.png"]]
-    print_table(f"{cfg.model} on {cfg.data}", ["", ""], rows)
+    print_table(f"{cfg.model} on {cfg.data}", ["", ""], rows, wide=args.wide)
     print(f"next: edgecnn export {cfg.model} --weights {summary['best']}")
     return 0

@@ -6,7 +6,6 @@ state_dict keys match torchvision's released checkpoints wherever a family has o
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
