@@ -247,6 +247,7 @@ def launch(nproc: int, argv: list[str], module: str = "edgecnn") -> None:
     """Run ``python -m MODULE ARGV`` in ``nproc`` local processes under torchrun's elastic agent
     (standalone rendezvous on a free port, no restarts). Returns when all succeeded; raises
     :class:`DistributedError` with one line naming the failed rank otherwise."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
@@ -266,6 +267,11 @@ def launch(nproc: int, argv: list[str], module: str = "edgecnn") -> None:
         line, code = _failure_line(exc.failures, nproc)
         err = DistributedError(line)
         err.exit_code = code
+        raise err from None
+    except SignalException as exc:  # Ctrl-C (SIGINT) or SIGTERM: the agent stopped every process
+        err = DistributedError(f"interrupted ({exc.sigval.name}): all {nproc} processes were stopped; --resume "
+                               f"continues from the last completed epoch")
+        err.exit_code = 130
         raise err from None
     finally:
         os.environ.pop(LAUNCHED_ENV, None)
