@@ -2,11 +2,13 @@
 
 ``python -m torch.distributed.run ... tests/ddp_probe.py ARGS`` (or ``launch(..., module="ddp_probe")``)
 is ``edgecnn ARGS`` plus, for the test's evidence: every rank saves its final model and evaluated
-(EMA) weights to ``$PROBE_DIR/rankR-{model,eval}.safetensors``; rank ``$PROBE_KILL`` SIGKILLs itself
+(EMA) weights to ``$PROBE_DIR/rankR-{model,eval}.safetensors`` and its metrics (one row per epoch)
+to ``$PROBE_DIR/rankR-history.json``; rank ``$PROBE_KILL`` SIGKILLs itself
 before its third step (as the out-of-memory killer would); rank ``$PROBE_FAIL`` raises an edgecnn
 error there instead (as a bad image would).
 """
 
+import json
 import os
 import signal
 import sys
@@ -21,9 +23,12 @@ finish, step = trainer._Run._finish, trainer._Run._step
 
 
 def dump_then_finish(self):  # noqa: ANN001, ANN201
+    prefix = os.path.join(os.environ["PROBE_DIR"], f"rank{self.dist.rank}")
     for name, module in (("model", self.model), ("eval", self.eval_model)):
         state = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-        save_file(state, os.path.join(os.environ["PROBE_DIR"], f"rank{self.dist.rank}-{name}.safetensors"))
+        save_file(state, f"{prefix}-{name}.safetensors")
+    with open(f"{prefix}-history.json", "w") as f:
+        json.dump(self.history, f)
     return finish(self)
 
 

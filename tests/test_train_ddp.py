@@ -105,6 +105,8 @@ def test_two_processes_end_identical_and_rank_0_saves_it(ddp_run, cli):
         rank0, rank1 = (load_file(ddp_run / f"rank{r}-{name}.safetensors") for r in (0, 1))
         assert rank0.keys() == rank1.keys()
         assert all(torch.equal(rank0[k], rank1[k]) for k in rank0), name
+    rows = [json.loads((ddp_run / f"rank{r}-history.json").read_text()) for r in (0, 1)]
+    assert rows[0] == rows[1] and len(rows[0]) == 1  # every rank reports the same (all-reduced) metrics
     saved, rank0 = load_file(run / LAST), load_file(ddp_run / "rank0-eval.safetensors")
     assert saved.keys() == rank0.keys() and all(torch.equal(saved[k], rank0[k]) for k in saved)
     meta = read_meta(run / LAST)
@@ -167,7 +169,8 @@ def test_one_failing_rank_ends_the_run_with_one_line(fmnist_small, tmp_path, how
 @pytest.mark.slow
 @pytest.mark.xdist_group("convert")
 def test_checkpoint_of_two_processes_exports(ddp_run, tmp_path, cli):
-    r = cli("export", ddp_run / "run" / LAST, "--quantize", "float32", "--out", tmp_path / "x", "--no-latency", "--json")
+    r = cli("export", ddp_run / "run" / LAST, "--quantize", "float32", "--out", tmp_path / "x", "--no-latency",
+            "--json")
     assert r.code == 0, r
     (file,) = json.loads(r.out)["files"]
     assert file["verification"]["passed"] and (tmp_path / "x" / "labels.txt").read_text().split()[0] == "T-shirt/top"

@@ -85,7 +85,7 @@ class Dist:
                 "batch_size_per_process": batch_size // self.world}
 
     def device(self, device: torch.device) -> torch.device:
-        """One GPU per process: ``cuda:LOCAL_RANK``."""
+        """One GPU per process: ``cuda:LOCAL_RANK`` (whatever index ``--device`` named)."""
         return torch.device("cuda", self.local_rank) if self.enabled and device.type == "cuda" else device
 
     def prepare(self, model: nn.Module, sync_bn: bool, device: torch.device) -> nn.Module:
@@ -106,8 +106,8 @@ class Dist:
         ids = [device.index] if device.type == "cuda" else None
         import inspect  # torch >= 2.13 renamed broadcast_buffers (deprecated) to forward_sync_buffers
 
-        no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                   else "broadcast_buffers")
+        names = inspect.signature(DistributedDataParallel).parameters
+        no_sync = "forward_sync_buffers" if "forward_sync_buffers" in names else "broadcast_buffers"
         return DistributedDataParallel(model, device_ids=ids, **{no_sync: False})
 
     def _comm(self, values: list[float] | torch.Tensor, op: Any = None) -> torch.Tensor:
@@ -196,15 +196,13 @@ def session(device: str) -> Iterator[Dist]:
     import torch.distributed as dist
 
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    kind = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else torch.device(device).type
-    if kind not in ("cpu", "cuda"):
-        raise EdgeCNNError(f"distributed training runs on CPUs (gloo) or CUDA GPUs (NCCL), not {kind}")
-    if kind == "cuda":
-        torch.cuda.set_device(local_rank)
-    backend = "nccl" if kind == "cuda" else "gloo"
-    timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    kind = "cpu"
     try:
-        dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
+        kind = _device_kind(device)
+        if kind == "cuda":
+            torch.cuda.set_device(local_rank)
+        backend = "nccl" if kind == "cuda" else "gloo"
+        dist.init_process_group(backend, timeout=timedelta(seconds=_timeout_s()))
         yield Dist(rank=rank, world=world, local_rank=local_rank, backend=backend)
         dist.destroy_process_group()
     except EdgeCNNError as exc:
@@ -216,6 +214,24 @@ def session(device: str) -> Iterator[Dist]:
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         _fail(DistributedError, f"rank {rank}/{world}: {LOST} ({first[:200]})", 1)
+
+
+def _device_kind(device: str) -> str:
+    """``cpu`` or ``cuda``: the device types with a process-group backend (gloo, NCCL)."""
+    from edgecnn.train.trainer import resolve_device  # (the trainer imports this module)
+
+    kind = resolve_device(device).type
+    if kind not in ("cpu", "cuda"):
+        raise EdgeCNNError(f"distributed training runs on CPUs (gloo) or CUDA GPUs (NCCL), not {kind}; "
+                           f"pass --device cpu")
+    return kind
+
+
+def _timeout_s() -> float:
+    try:
+        return float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
+    except ValueError:
+        raise EdgeCNNError(f"${TIMEOUT_ENV} must be a number of seconds, got {os.environ[TIMEOUT_ENV]!r}") from None
 
 
 def _fail(kind: type[EdgeCNNError], message: str, code: int) -> None:
@@ -240,7 +256,8 @@ def _failure_line(failures: dict[int, Any], world: int) -> tuple[str, int]:
                 f"all {world} processes were stopped", 1)
     if isinstance(f.message, str) and f.message.startswith("rank "):
         return f"{f.message}; all {world} processes were stopped", f.exitcode
-    return f"rank {rank}/{world} (pid {f.pid}) failed with exit code {f.exitcode}; all {world} processes were stopped", 1
+    return (f"rank {rank}/{world} (pid {f.pid}) failed with exit code {f.exitcode}; "
+            f"all {world} processes were stopped", 1)
 
 
 def launch(nproc: int, argv: list[str], module: str = "edgecnn") -> None:
