@@ -78,13 +78,14 @@ def test_the_failure_line_names_the_rank_that_failed_first(tmp_path):
             path.write_text(json.dumps({"message": message, "timestamp": 100}))
         return ProcessFailure(local_rank=rank, pid=1000 + rank, exitcode=exitcode, error_file=str(path))
 
-    lost = failure(0, 1, f"rank 0/3: {LOST} (Connection closed by peer)")
-    stopped = failure(1, -15, None)  # the agent's SIGTERM to the survivors
-    own = failure(2, 2, "rank 2/3: cannot read image 17")
-    line, code = _failure_line({0: lost, 1: stopped, 2: own}, 3)
-    assert (line, code) == ("rank 2/3: cannot read image 17; all 3 processes were stopped", 2)
-    line, code = _failure_line({0: lost, 2: failure(2, -9, None)}, 3)
-    assert line.startswith("rank 2/3 (pid 1002) was killed by SIGKILL") and code == 1
+    lost = failure(0, 1, f"rank 0/4: {LOST} (Connection closed by peer)")
+    stopped = failure(1, -15, None)  # the agent's SIGTERM to the survivors ...
+    interrupted = failure(3, 143, "rank 3/4: interrupted in epoch 1")  # ... or their exit on it
+    own = failure(2, 2, "rank 2/4: cannot read image 17")
+    line, code = _failure_line({0: lost, 1: stopped, 3: interrupted, 2: own}, 4)
+    assert (line, code) == ("rank 2/4: cannot read image 17; all 4 processes were stopped", 2)
+    line, code = _failure_line({0: lost, 2: failure(2, -9, None)}, 4)
+    assert line.startswith("rank 2/4 (pid 1002) was killed by SIGKILL") and code == 1
 
 
 # ---------------------------------------------------------------- real processes

@@ -244,11 +244,13 @@ def _fail(kind: type[EdgeCNNError], message: str, code: int) -> None:
 
 
 def _failure_line(failures: dict[int, Any], world: int) -> tuple[str, int]:
-    """The first real failure as one line: not a process the agent stopped (SIGTERM) or one that
-    only lost contact (``LOST``); among the rest the earliest, then the agent's order."""
+    """The first real failure as one line: not a process the agent stopped (killed by SIGTERM or
+    SIGINT, or exiting with an interrupt's status 128 + signal) or one that only lost contact
+    (``LOST``); among the rest the earliest, then the agent's order."""
     def secondary(item: tuple[int, Any]) -> tuple[bool, int]:
         f = item[1]
-        return (f.exitcode == -signal.SIGTERM or LOST in str(f.message), f.timestamp)
+        stopped = f.exitcode in (-signal.SIGTERM, -signal.SIGINT) or f.exitcode >= 128
+        return (stopped or LOST in str(f.message), f.timestamp)
 
     rank, f = min(failures.items(), key=secondary)
     if f.exitcode < 0:
