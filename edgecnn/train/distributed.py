@@ -207,6 +207,10 @@ def session(device: str) -> Iterator[Dist]:
         dist.destroy_process_group()
     except EdgeCNNError as exc:
         _fail(exc.__class__, f"rank {rank}/{world}: {exc}", exc.exit_code)
+    except KeyboardInterrupt as exc:  # the agent stopping this process, or Ctrl-C: the launcher says so
+        if os.environ.get(LAUNCHED_ENV):
+            raise SystemExit(128 + getattr(exc, "signum", signal.SIGINT)) from None
+        raise
     except torch.OutOfMemoryError:
         _fail(EdgeCNNError, f"rank {rank}/{world}: out of memory on {kind}; lower --batch-size", 1)
     except RuntimeError as exc:  # NCCL raises DistError; gloo a RuntimeError from its sources
