@@ -83,6 +83,8 @@ SEED = Bound("seed", 0, 2**32 - 1, integer=True)
 WORKERS = Bound("workers", 0, 64, integer=True)
 # more than the hardware threads of any current machine (2x 192-core EPYC: 768)
 THREADS = Bound("threads", 1, 1024, integer=True)
+# training processes on one machine (train --nproc): one per GPU or per few cores
+PROCESSES = Bound("processes", 1, 1024, integer=True)
 # 100x ImageNet-1k's training set
 IMAGES = Bound("image count", 1, 100_000_000, integer=True)
 # these images are held in memory: 10,000 at 224 px are 1.5 GB

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # e.g. for train --nproc to run again
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

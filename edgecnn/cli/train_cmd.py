@@ -13,6 +13,9 @@ EPILOG = """examples:
   edgecnn train mobilenet_v2 --alpha 0.35 --data fashion-mnist --epochs 10 --out runs/fmnist
   edgecnn train mobilenet_v2 --data ./my_photos --pretrained imagenet --res 160 --epochs 15 --freeze-epochs 2
   edgecnn train mobilenet_v2 --resume runs/fmnist --epochs 20      continue (or extend) a run
+  edgecnn train mobilenet_v2 --alpha 0.35 --data fashion-mnist --nproc 2     2 processes (DDP) here
+  torchrun --nproc-per-node 4 -m edgecnn train mobilenet_v2 --data ./my_photos --batch-size 512
+                                               4 GPUs, 128 images each per step (NCCL; gloo on CPUs)
   edgecnn eval runs/fmnist/best.ckpt --data fashion-mnist
   edgecnn export mobilenet_v2 --weights runs/fmnist/best.ckpt
 
@@ -23,7 +26,12 @@ folder of IDX files or CIFAR batches, or an image folder: DATA/train/<class>/* a
 
 writes into --out: best.ckpt and last.ckpt (edgecnn checkpoints: safetensors weights + model, knobs,
 classes, resolution, normalisation), last.state.pt (resume state, torch.load(weights_only=True)),
-metrics.csv and curves.png. Ctrl-C saves a resumable state; files are replaced atomically."""
+metrics.csv and curves.png. Ctrl-C saves a resumable state; files are replaced atomically.
+
+several processes (torchrun, or --nproc): DistributedDataParallel; --batch-size is the global batch,
+split evenly among the processes, so steps, schedule and learning rate are those of one process and
+a run resumes with any number of processes; rank 0 writes the files; if one process fails, all stop.
+Collectives give up after $EDGECNN_DIST_TIMEOUT_S seconds (default 600)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -74,12 +82,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--epochs", type=bounded(L.EPOCHS), default=None, metavar="N",
                    help="epochs to train (default 10; on --resume: the run's, or more to extend it); e.g. --epochs 15")
     o.add_argument("--batch-size", type=bounded(L.BATCH_SIZE), default=128, metavar="B",
-                   help="images per optimizer step (default 128); e.g. --batch-size 64")
+                   help="images per optimizer step, in total over all processes of a distributed run "
+                        "(the global batch; each process takes B/N) (default 128); e.g. --batch-size 64")
     o.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
                    help="sgd (Nesterov momentum) or adamw (default sgd); e.g. --optimizer adamw")
     o.add_argument("--lr", type=bounded(L.LR), default=None, metavar="LR",
-                   help="peak learning rate (default: 0.1 for sgd, 0.002 for adamw, times batch-size/256); "
-                        "e.g. --lr 0.05")
+                   help="peak learning rate (default: 0.1 for sgd, 0.002 for adamw, times batch-size/256, "
+                        "the global batch); e.g. --lr 0.05")
     o.add_argument("--momentum", type=bounded(L.MOMENTUM), default=0.9, metavar="M",
                    help="SGD momentum (default 0.9); e.g. --momentum 0.95")
     o.add_argument("--weight-decay", type=bounded(L.WEIGHT_DECAY), default=None, metavar="WD",
@@ -111,6 +120,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format (default: on; measured 1.0-2.1x faster training on CPU); "
                         "e.g. --no-channels-last")
+    h.add_argument("--nproc", type=bounded(L.PROCESSES), default=None, metavar="N",
+                   help="train in N processes on this machine with DistributedDataParallel (runs torchrun: "
+                        "one per GPU with NCCL, else CPU processes with gloo sharing the cores); for several "
+                        "machines start torchrun yourself (see the examples); e.g. --nproc 2")
+    h.add_argument("--sync-bn", action="store_true",
+                   help="distributed runs on CUDA: BatchNorm statistics over the global batch instead of "
+                        "each process's share (SyncBatchNorm; no CPU implementation)")
     r = p.add_argument_group("output")
     r.add_argument("--out", metavar="DIR",
                    help="run folder (default runs/MODEL-DATA); e.g. --out runs/fmnist")
@@ -155,15 +171,40 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 (TrainConfig, import
         channels_last=args.channels_last, pretrained=args.pretrained, freeze_epochs=args.freeze_epochs,
         val_split=args.val_split, crop_scale=args.crop_scale, hflip=args.hflip,
         color_jitter=args.color_jitter, random_erase=args.random_erase, max_unreadable=args.max_unreadable,
-        max_imbalance=args.max_imbalance)
+        max_imbalance=args.max_imbalance, sync_bn=args.sync_bn)
+
+
+def _launch(args: argparse.Namespace, cfg) -> bool:  # noqa: ANN001 (TrainConfig)
+    """With ``--nproc`` outside torchrun: run this same command in N processes; True when it did."""
+    import os
+
+    from edgecnn.train import distributed
+
+    if args.nproc is None:
+        return False
+    if "LOCAL_WORLD_SIZE" in os.environ:  # a worker that --nproc (or torchrun itself) started
+        if args.nproc != int(os.environ["LOCAL_WORLD_SIZE"]):
+            raise EdgeCNNError(f"--nproc {args.nproc} under torchrun, which started "
+                               f"{os.environ['LOCAL_WORLD_SIZE']} processes here: leave --nproc out")
+        return False
+    if args.nproc == 1:
+        return False
+    distributed.Dist(world=args.nproc).local_batch(cfg.batch_size)  # fail here, before any process starts
+    distributed.launch(args.nproc, args.argv)
+    return True
 
 
 def run_train(args: argparse.Namespace) -> int:
     from edgecnn.train import train
+    from edgecnn.train.distributed import rank_from_env
 
     cfg = build_config(args)
+    if _launch(args, cfg):
+        return 0
     result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite,
                    progress=not (args.json or args.quiet))
+    if rank_from_env() != 0:  # rank 0 reports for the run
+        return 0
     summary = result.to_dict()
     if args.json:
         emit_json(summary)

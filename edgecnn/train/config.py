@@ -49,6 +49,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool | None = None  # None: on for CUDA
     channels_last: bool | None = None  # None: on (NHWC trained MobileNetV2 1.9x faster on a 2-core CPU)
+    sync_bn: bool = False  # distributed runs on CUDA: BatchNorm statistics over the global batch
     pretrained: str | None = None  # "imagenet" or a weights file; the classifier is re-initialised
     freeze_epochs: int = 0  # epochs that train only the classifier (needs pretrained)
     val_split: float = 0.1

@@ -46,7 +46,7 @@ def evaluate(predict: Callable[[torch.Tensor], torch.Tensor | np.ndarray], batch
     counts = np.zeros(num_classes, dtype=np.int64)
     k = min(5, num_classes)
     start = time.perf_counter()
-    total = len(batches.dataset) if hasattr(batches, "dataset") else None
+    total = len(batches.sampler) if hasattr(batches, "sampler") else None  # a shard: not the whole dataset
     task = progress.start(description, total) if progress else None
     for x, y in batches:
         t0 = time.perf_counter()

@@ -17,10 +17,14 @@ class EpochSampler(Sampler):
     """A seeded permutation of ``n`` indices for one epoch, each paired with its augmentation seed.
 
     ``start`` skips the first samples (a run resumed mid-epoch); ``set_epoch`` picks the permutation.
+    ``shard=(rank, world)``: this process's share of a distributed run, every ``world``-th position
+    from ``start + rank`` (the role of torch's DistributedSampler; the permutation, the seeds and
+    ``start`` are global, so batch ``k`` of all ranks together is batch ``k`` of one process).
     """
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, shard: tuple[int, int] = (0, 1)) -> None:
         self.n, self.seed, self.epoch, self.start = n, seed, 0, 0
+        self.rank, self.world = shard
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
@@ -32,11 +36,11 @@ class EpochSampler(Sampler):
         g = self._generator()
         order = torch.randperm(self.n, generator=g)
         seeds = torch.randint(0, 2**62, (self.n,), generator=g)
-        for i in range(self.start, self.n):
+        for i in range(self.start + self.rank, self.n, self.world):
             yield int(order[i]), int(seeds[i])
 
     def __len__(self) -> int:
-        return self.n - self.start
+        return len(range(self.start + self.rank, self.n, self.world))
 
 
 class SplitDataset(Dataset):
@@ -84,9 +88,10 @@ def default_workers() -> int:
 
 
 def train_loader(split: Split, transform: Callable, batch_size: int, seed: int, workers: int,
-                 pin_memory: bool = False) -> tuple[DataLoader, EpochSampler]:
-    """Shuffled, augmented, ``drop_last`` batches; the returned sampler sets epoch and start position."""
-    sampler = EpochSampler(len(split), seed)
+                 pin_memory: bool = False, shard: tuple[int, int] = (0, 1)) -> tuple[DataLoader, EpochSampler]:
+    """Shuffled, augmented, ``drop_last`` batches (``batch_size`` per process); the returned sampler
+    sets epoch and start position."""
+    sampler = EpochSampler(len(split), seed, shard)
     loader = OneLineLoader(SplitDataset(split, transform), batch_size=batch_size, sampler=sampler,
                         num_workers=workers, drop_last=True, pin_memory=pin_memory,
                         persistent_workers=False, generator=torch.Generator().manual_seed(seed))
@@ -94,8 +99,10 @@ def train_loader(split: Split, transform: Callable, batch_size: int, seed: int, 
 
 
 def eval_loader(split: Split, preprocess: Callable, batch_size: int, workers: int,
-                pin_memory: bool = False) -> DataLoader:
+                pin_memory: bool = False, shard: tuple[int, int] = (0, 1)) -> DataLoader:
     """Batches of ``split`` in order, through the evaluation transform (a :class:`Preprocess`, or any
-    callable of a PIL image)."""
+    callable of a PIL image); with ``shard=(rank, world)`` only every ``world``-th image from ``rank``."""
+    rank, world = shard
     return OneLineLoader(SplitDataset(split, preprocess), batch_size=batch_size, shuffle=False,
+                         sampler=range(rank, len(split), world) if world > 1 else None,
                       num_workers=workers, pin_memory=pin_memory)

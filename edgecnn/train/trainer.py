@@ -18,6 +18,7 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import signal
 import time
@@ -38,6 +39,7 @@ from edgecnn.io import atomic_path
 from edgecnn.models import create_model, get_spec
 from edgecnn.schema import Doc
 from edgecnn.signals import Interrupted, exit_status, handling
+from edgecnn.train import distributed
 from edgecnn.train.config import TrainConfig
 from edgecnn.train.evaluate import EvalResult, evaluate, torch_predictor
 from edgecnn.train.loader import default_workers, eval_loader, train_loader
@@ -241,8 +243,8 @@ class _Run:
     """One training run; split out of :func:`train` so the loop reads top to bottom."""
 
     def __init__(self, cfg: TrainConfig, state: dict | None, progress: Progress,
-                 callbacks: Iterable[Callable[[dict], None]]) -> None:
-        self.cfg, self.progress, self.callbacks = cfg, progress, list(callbacks)
+                 callbacks: Iterable[Callable[[dict], None]], dist: distributed.Dist = distributed.Dist()) -> None:
+        self.cfg, self.progress, self.callbacks, self.dist = cfg, progress, list(callbacks), dist
         self.out = Path(cfg.out)
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
@@ -263,7 +265,8 @@ class _Run:
             load_weights(self.model, cfg.pretrained, head="skip")
         self.res = choose_res(cfg, self.data, self.model)
         self.preprocess = Preprocess.from_dict(state["preprocess"]) if state else self._preprocess()
-        self.device = resolve_device(cfg.device)
+        self.device = dist.device(resolve_device(cfg.device))
+        self.model = dist.prepare(self.model, cfg.sync_bn, self.device)
         self.amp = amp_dtype(cfg, self.device)
         self.channels_last = cfg.channels_last is not False  # None (default): on, faster on CPU and GPU
         self.model.to(self.device)
@@ -276,8 +279,10 @@ class _Run:
         workers = cfg.workers if cfg.workers is not None else default_workers()
         pin = self.device.type == "cuda"
         transform = train_transform(cfg, self.preprocess)
-        self.loader, self.sampler = train_loader(train_split, transform, cfg.batch_size, cfg.seed, workers, pin)
-        self.val_loader = eval_loader(self.data.split("val"), self.preprocess, cfg.eval_batch_size, workers, pin)
+        self.loader, self.sampler = train_loader(train_split, transform, dist.local_batch(cfg.batch_size), cfg.seed,
+                                                 workers, pin, dist.shard)
+        self.val_loader = eval_loader(self.data.split("val"), self.preprocess, cfg.eval_batch_size, workers, pin,
+                                      dist.shard)
         self.steps_per_epoch = len(train_split) // cfg.batch_size
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.optimizer = build_optimizer(self.model, cfg)
@@ -292,8 +297,11 @@ class _Run:
         self.best_top1, self.best_epoch = -1.0, 0
         self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
         self.stop_requested = 0  # the signal that asked to stop after this step (0: none)
+        self.net, self.net_frozen = self.model, None  # what trains: DDP around the model when distributed
         if state is not None:
             self._restore(state)
+        if dist.enabled:
+            self._distributed_start(state)
 
     def _preprocess(self) -> Preprocess:
         """Dataset statistics when training from scratch, the weights' own when fine-tuning; small
@@ -315,7 +323,8 @@ class _Run:
                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "scaler": self.scaler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
                 "rng": rng_state(), "best_top1": self.best_top1, "best_epoch": self.best_epoch,
-                "history": self.history, "partial": dict(self.partial)}
+                "history": self.history, "partial": dict(self.partial),
+                "distributed": self.dist.meta(self.cfg.batch_size)}
 
     def _restore(self, state: dict[str, Any]) -> None:
         try:
@@ -337,13 +346,29 @@ class _Run:
         self.history, self.partial = list(state["history"]), dict(state["partial"])
         set_rng_state(state["rng"])
 
+    def _distributed_start(self, state: dict | None) -> None:
+        """Say how the run is split; other ranks draw their own dropout masks; a resumed mid-epoch
+        run's partial sums stay with rank 0 (they are added up over the ranks at the epoch's end)."""
+        cfg = self.cfg
+        rule = "--lr" if cfg.lr is not None else f"{cfg.optimizer} base lr x {cfg.batch_size}/256"
+        self.progress.log(self.dist.describe(cfg.batch_size, cfg.peak_lr, rule))
+        step = self.epoch * self.steps_per_epoch + self.step_in_epoch
+        before = (state or {}).get("distributed", {}).get("world_size", 1)
+        if state is not None and before != self.dist.world:
+            self.progress.log(f"resuming a run of {before} process(es) with {self.dist.world}: the data is "
+                              f"re-sharded; global step {step} of {cfg.epochs * self.steps_per_epoch} carries over")
+        if not self.dist.main:
+            torch.manual_seed(cfg.seed * 1_000_003 + self.dist.rank * 10_007 + step)
+            self.partial = {"loss_sum": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+
     def _meta(self, extra: dict[str, Any]) -> CheckpointMeta:
         cfg = self.model.edgecnn_config
         return CheckpointMeta(model=cfg.name, knobs=dict(cfg.knobs), num_classes=self.data.num_classes,
                               in_chans=self.data.in_chans, preprocess=self.preprocess,
                               labels=list(self.data.classes), data=self.data.source,
                               extra={"ema": self.ema is not None, "val_is_test": self.data.val_is_test,
-                                     "train_config": self.cfg.to_dict(), **extra})
+                                     "train_config": self.cfg.to_dict(),
+                                     "distributed": self.dist.meta(self.cfg.batch_size), **extra})
 
     @property
     def eval_model(self) -> nn.Module:
@@ -357,14 +382,19 @@ class _Run:
 
     def run(self) -> TrainResult:
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
         if self.data.unreadable:
             self.progress.log(f"skipped {len(self.data.unreadable)} unreadable image(s), e.g. {self.data.unreadable[0]}")
-        with handling(self._on_signal):
+        # distributed ranks cannot agree on a step to stop after: a signal stops them at once
+        with contextlib.nullcontext() if self.dist.enabled else handling(self._on_signal):
             while self.epoch < cfg.epochs:
                 try:
                     row = self._epoch()
                 except KeyboardInterrupt as exc:
+                    if self.dist.enabled:  # the other ranks stop at other steps: keep the epoch's start
+                        raise TrainingInterrupted(f"interrupted in epoch {self.epoch + 1}; continue from its "
+                                                  f"start with --resume {self.out}") from None
                     self.save_state()
                     save_checkpoint(self.out / LAST, self.eval_model, self._meta(
                         {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "interrupted": True}))
@@ -395,7 +425,9 @@ class _Run:
         cfg, model, p = self.cfg, self.model, self.partial
         frozen = self.epoch < cfg.freeze_epochs
         set_frozen(model, frozen)
-        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * cfg.batch_size)
+        if frozen != self.net_frozen:  # DDP syncs the gradients of what trains at wrapping time
+            self.net, self.net_frozen = self.dist.wrap(model, self.device), frozen
+        self.sampler.set_epoch(self.epoch, start=self.step_in_epoch * cfg.batch_size)  # global position
         task = self.progress.start(f"epoch {self.epoch + 1}/{cfg.epochs}" + (" (frozen)" if frozen else ""),
                                    self.steps_per_epoch, completed=self.step_in_epoch)
         loss_sum = torch.zeros((), device=self.device)
@@ -418,7 +450,7 @@ class _Run:
                 if self.progress.enabled and self.step_in_epoch % 10 == 0:  # .item() syncs a GPU: not every step
                     n, secs = p["seen"] + seen, p["seconds"] + time.perf_counter() - t0
                     self.progress.advance(task, 10, loss=(p["loss_sum"] + loss_sum.item()) / n,
-                                          acc=(p["correct"] + correct.item()) / n, ips=n / secs)
+                                          acc=(p["correct"] + correct.item()) / n, ips=n / secs * self.dist.world)
         finally:  # also on Ctrl-C: the partial epoch's sums go into the resume state
             p["loss_sum"] += loss_sum.item()
             p["correct"] += int(correct.item())
@@ -426,6 +458,8 @@ class _Run:
             p["seconds"] += time.perf_counter() - t0
             if self.step_in_epoch < self.steps_per_epoch:
                 self.progress.stop(task)
+        p = self.dist.reduce_partial(p)  # every rank: the sums over all ranks
+        self.dist.average_buffers(*dict.fromkeys([self.model, self.eval_model]))  # same order on every rank
         n = max(p["seen"], 1)
         val = self._evaluate(self.val_loader, "val")
         row = {"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
@@ -442,7 +476,7 @@ class _Run:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            out = self.model(x)
+            out = self.net(x)
             loss = self.criterion(out, y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -458,7 +492,8 @@ class _Run:
 
     def _evaluate(self, loader, what: str) -> EvalResult:
         predict = torch_predictor(self.eval_model, self.device, self.channels_last, self.amp)
-        return evaluate(predict, loader, self.data.num_classes, self.progress, description=f"  {what}")
+        return self.dist.reduce_eval(evaluate(predict, loader, self.data.num_classes, self.progress,
+                                              description=f"  {what}"))
 
     def _end_epoch(self, row: dict) -> None:
         improved = row["val_top1"] > self.best_top1
@@ -469,8 +504,11 @@ class _Run:
         self.history.append(row)
         meta = self._meta({"epoch": self.epoch, "val_top1": row["val_top1"], "val_top5": row["val_top5"]})
         if improved:  # best first, the resume state last: a failure leaves a consistent older state
-            save_checkpoint(self.out / BEST, self.eval_model, meta)
+            if self.dist.main:
+                save_checkpoint(self.out / BEST, self.eval_model, meta)
             self.best_top1, self.best_epoch = row["val_top1"], self.epoch
+        if not self.dist.main:  # rank 0 writes every file
+            return
         save_checkpoint(self.out / LAST, self.eval_model, meta)
         self.save_state()
         write_metrics_csv(self.out / "metrics.csv", self.history)
@@ -480,7 +518,7 @@ class _Run:
 
     def _finish(self) -> TrainResult:
         test = None
-        if "test" in self.data.splits and not self.data.val_is_test:
+        if "test" in self.data.splits and not self.data.val_is_test and self.dist.main:
             from edgecnn.checkpoint import load_checkpoint
 
             best, meta = load_checkpoint(self.out / BEST)
@@ -504,8 +542,23 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
 
     ``resume`` continues the run saved in ``cfg.out`` with its own settings (only ``epochs`` and
     ``data`` may differ from what was saved; pass the saved config otherwise). ``callbacks`` are
-    called after every optimizer step with ``{"epoch", "step", "global_step"}``.
+    called after every optimizer step with ``{"epoch", "step", "global_step"}``. Under torchrun
+    (``WORLD_SIZE`` > 1) this is one process of a DistributedDataParallel run: see
+    :mod:`edgecnn.train.distributed`; rank 0 reads the run folder and writes every file.
     """
+    with distributed.session(cfg.device) as dist:
+        state = None
+        if dist.main:  # on several machines only rank 0 needs to see the run folder
+            cfg, state = _prepare(cfg, resume, overwrite)
+        cfg, state = dist.broadcast((cfg, state))
+        bar = Progress(progress and dist.main)
+        run = _Run(cfg, state, bar, callbacks, dist)  # data and model checks fail before any progress bar shows
+        with bar:
+            return run.run()
+
+
+def _prepare(cfg: TrainConfig, resume: bool, overwrite: bool) -> tuple[TrainConfig, dict | None]:
+    """The config to run (on ``resume``: the saved one) and the resume state, checked."""
     state = None
     if resume:
         state = load_state(cfg.out)
@@ -521,7 +574,4 @@ def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, pr
     elif (Path(cfg.out) / STATE_FILE).exists() and not overwrite:
         raise EdgeCNNError(f"{cfg.out} already holds a run; continue it with --resume {cfg.out}, "
                            f"or pass --overwrite to start over")
-    bar = Progress(progress)
-    run = _Run(cfg, state, bar, callbacks)  # data and model checks fail before any progress bar shows
-    with bar:
-        return run.run()
+    return cfg, state
