@@ -89,8 +89,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="epochs to train (default 10; on --resume: the run's, or more to extend it); e.g. --epochs 15")
     o.add_argument("--batch-size", type=positive_int, default=128, metavar="B",
                    help="images per optimizer step (default 128); e.g. --batch-size 64")
-    o.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
-                   help="sgd (Nesterov momentum) or adamw (default sgd); e.g. --optimizer adamw")
+    o.add_argument("--optimizer", choices=("sgd", "adamw"), default=None,
+                   help="sgd (Nesterov momentum) or adamw (default: adamw for networks without BatchNorm - "
+                        "LeNet, AlexNet, VGG, SqueezeNet -, sgd for the others); e.g. --optimizer adamw")
     o.add_argument("--lr", type=positive_float, default=None, metavar="LR",
                    help="peak learning rate (default: 0.1 for sgd, 0.002 for adamw, times batch-size/256); "
                         "e.g. --lr 0.05")
@@ -195,5 +196,7 @@ def run_train(args: argparse.Namespace) -> int:
              ["unreadable images skipped", len(result.unreadable)],
              ["files", f"{summary['best']}, {summary['last']}, metrics.csv, curves.png"]]
     print_table(f"{cfg.model} on {cfg.data}", ["", ""], rows)
+    for line in result.warnings:
+        print(f"WARNING: {line}")
     print(f"next: edgecnn export {cfg.model} --weights {summary['best']}")
     return 0
