@@ -63,17 +63,23 @@ def default_workers() -> int:
 
 
 def train_loader(split: Split, transform: Callable, batch_size: int, seed: int, workers: int,
-                 pin_memory: bool = False) -> tuple[DataLoader, EpochSampler]:
-    """Shuffled, augmented, ``drop_last`` batches; the returned sampler sets epoch and start position."""
+                 pin_memory: bool = False, start_method: str | None = None) -> tuple[DataLoader, EpochSampler]:
+    """Shuffled, augmented, ``drop_last`` batches; the returned sampler sets epoch and start position.
+
+    ``start_method`` of the worker processes: ``None`` is the platform's (fork on Linux); ``"spawn"``
+    once threaded runtimes (JAX, TensorFlow) are loaded, which a fork can deadlock.
+    """
     sampler = EpochSampler(len(split), seed)
     loader = DataLoader(SplitDataset(split, transform), batch_size=batch_size, sampler=sampler,
                         num_workers=workers, drop_last=True, pin_memory=pin_memory,
-                        persistent_workers=False, generator=torch.Generator().manual_seed(seed))
+                        persistent_workers=False, generator=torch.Generator().manual_seed(seed),
+                        multiprocessing_context=start_method if workers else None)
     return loader, sampler
 
 
 def eval_loader(split: Split, preprocess: Preprocess, batch_size: int, workers: int,
-                pin_memory: bool = False) -> DataLoader:
-    """Batches of ``split`` in order, through the evaluation transform."""
+                pin_memory: bool = False, start_method: str | None = None) -> DataLoader:
+    """Batches of ``split`` in order, through the evaluation transform (``start_method``: see :func:`train_loader`)."""
     return DataLoader(SplitDataset(split, preprocess), batch_size=batch_size, shuffle=False,
-                      num_workers=workers, pin_memory=pin_memory)
+                      num_workers=workers, pin_memory=pin_memory,
+                      multiprocessing_context=start_method if workers else None)
