@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edgecnn.cli.common import (add_model_args, emit_json, model_knobs, positive_float, positive_int,
@@ -179,6 +180,8 @@ def run_train(args: argparse.Namespace) -> int:
     result = train(cfg, resume=bool(args.resume), overwrite=args.overwrite,
                    progress=not (args.json or args.quiet))
     summary = result.to_dict()
+    for line in result.warnings:  # also in the summary's "warnings"
+        print(f"WARNING: {line}", file=sys.stderr)
     if args.json:
         emit_json(summary)
         return 0
@@ -196,7 +199,5 @@ def run_train(args: argparse.Namespace) -> int:
              ["unreadable images skipped", len(result.unreadable)],
              ["files", f"{summary['best']}, {summary['last']}, metrics.csv, curves.png"]]
     print_table(f"{cfg.model} on {cfg.data}", ["", ""], rows)
-    for line in result.warnings:
-        print(f"WARNING: {line}")
     print(f"next: edgecnn export {cfg.model} --weights {summary['best']}")
     return 0

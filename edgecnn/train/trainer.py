@@ -472,8 +472,6 @@ class _Run:
             meta.extra["test_top1"], meta.extra["test_top5"] = result.top1, result.top5
             save_checkpoint(self.out / BEST, best, meta)
         warnings = training_warnings(self.history, chance_top1(self.data.split("val").labels))
-        for line in warnings:
-            self.progress.log(f"WARNING: {line}")
         return TrainResult(out=self.out, config=self.cfg, classes=self.data.classes,
                            preprocess=self.preprocess, history=self.history, best_epoch=self.best_epoch,
                            best_val_top1=self.best_top1, test=test, unreadable=self.data.unreadable,
