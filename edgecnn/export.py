@@ -332,7 +332,7 @@ def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: fl
 
                 ref = reference_logits(model, preprocess, checks.pixels)
                 if is_constant(ref):
-                    report.warnings.append(f"the float model gives the same logits for all {len(ref)} "
+                    report.warnings.append(f"the float model gives the same output for all {len(ref)} "
                                            f"verification images (diverged training?): no file is judged")
                 for c, path in zip(converted, paths):
                     verifications[path.name] = verify_file(path, c.variant.precision, ref, checks.pixels,
