@@ -151,7 +151,7 @@ def test_predict_pixels_normalises_with_preprocess(tiny):
     tfl = TFLiteModel(paths["float32_nhwc"])
     pre = Preprocess(RES, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     pixels = np.random.default_rng(0).integers(0, 256, (2, RES, RES, 3), dtype=np.uint8)
-    want = model(pre.normalize(pixels)).detach().numpy()
+    want = model(pre.normalize(pixels)).detach().numpy()  # float32 file: rounding only (6e-8 above)
     np.testing.assert_allclose(tfl.predict_pixels(pixels, pre), want, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(tfl.predict_pixels(pixels[0], pre), want[:1], rtol=1e-4, atol=1e-4)
     with pytest.raises(EdgeCNNError) as e:  # no metadata, no preprocess: nothing to normalise with
