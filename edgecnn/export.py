@@ -358,9 +358,12 @@ def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: fl
         if verify:
             with stages("verify", f"{len(paths)} files vs PyTorch on {len(checks.pixels)} images"), \
                     captured_output(job.log_path, verbose):
-                from edgecnn.converters.verify import reference_logits, verify_file
+                from edgecnn.converters.verify import is_constant, reference_logits, verify_file
 
                 ref = reference_logits(with_scores(model, scores), preprocess, checks.pixels)
+                if is_constant(ref):
+                    report.warnings.append(f"the float model gives the same output for all {len(ref)} "
+                                           f"verification images (diverged training?): no file is judged")
                 for c, path in zip(converted, paths):
                     verifications[path.name] = verify_file(path, c.variant.precision, ref, checks.pixels,
                                                            preprocess, trained=trained)

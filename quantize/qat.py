@@ -132,13 +132,16 @@ def _top1(predict: Any, loader: Any, preprocess: Preprocess, batch: int) -> floa
 
 def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs: int, lr: float = DEFAULT_LR,
                  batch_size: int = DEFAULT_BATCH, layout: str = "nhwc", labels: list[str] | None = None,
-                 train_config: dict | None = None, workers: int | None = None, seed: int = 0,
+                 train_config: dict | None = None, workers: int = 0, seed: int = 0,
                  progress: bool = True) -> QATResult:
     """Fine-tune ``model`` for ``epochs`` with fake-quantised int8 weights and activations.
 
     ``data`` is what ``edgecnn train --data`` takes (a dataset name or folder); its classes must be
     the model's. ``train_config`` (a checkpoint's recorded TrainConfig) sets the augmentation,
     validation split and label smoothing; ``layout`` is the interface of the returned int8 graph.
+    ``workers``: DataLoader processes, started with spawn (the converter stack imported here runs
+    JAX threads, and forking after that can deadlock); 0 loads in this process, which costs little
+    next to a fake-quantised training step.
     """
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import (disable_observer, move_exported_model_to_eval,
@@ -150,7 +153,7 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
     from edgecnn.quantize.equalize import fold_batchnorm
     from edgecnn.quantize.ptq import QuantizedModel, export_for_quantization, in_layout
     from edgecnn.train.config import TrainConfig
-    from edgecnn.train.loader import default_workers, eval_loader, train_loader
+    from edgecnn.train.loader import eval_loader, train_loader
     from edgecnn.train.progress import Progress
     from edgecnn.train.trainer import train_transform
 
@@ -165,10 +168,9 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
     if len(train_split) < batch_size:
         raise EdgeCNNError(f"--train-data {data} has {len(train_split)} training images, fewer than the QAT "
                            f"batch size {batch_size}")
-    aug = train_transform(recorded or TrainConfig(model=cfg.name), preprocess)
-    workers = default_workers() if workers is None else workers
-    loader, sampler = train_loader(train_split, aug, batch_size, seed, workers)
-    val_loader = eval_loader(val, preprocess, batch_size, workers)
+    aug = train_transform(recorded or TrainConfig(model=cfg.name, data=str(data), out=""), preprocess)
+    loader, sampler = train_loader(train_split, aug, batch_size, seed, workers, start_method="spawn")
+    val_loader = eval_loader(val, preprocess, batch_size, workers, start_method="spawn")
     smoothing = recorded.label_smoothing if recorded else 0.1
 
     torch.manual_seed(seed)

@@ -285,4 +285,4 @@ def test_same_layout_and_outputs_as_torchvision(torchvision_source):
     results = json.loads(proc.stdout)
     assert len(results) == len(PARITY)
     for name, r in results.items():
-        assert r["layout"] and r["diff"] < 1e-4, (name, r)
+        assert r["layout"] and r["diff"] < 1e-4, (name, r)  # same weights and ops in one process: rounding only

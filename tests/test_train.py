@@ -152,8 +152,10 @@ def test_learns_fashion_mnist_and_checkpoints_round_trip(fmnist_small, tmp_path,
     assert r.code == 0, r
     s = json.loads(r.out)
     h = s["history"]
-    assert h[1]["train_loss"] < h[0]["train_loss"]
-    assert s["best_val_top1"] > 0.3 and s["test"]["top1"] > 0.3  # chance: 0.10 (measured: 0.45, 0.54)
+    assert h[1]["train_loss"] < h[0]["train_loss"]  # measured 2.56 -> 1.83: a drop, not rounding
+    # far above chance, not a tuned accuracy: guessing scores 0.10 +- 0.02 on 199 (300) images, so 0.2 is
+    # 4.5 sd above it; 2-epoch runs amplify float summation order (measured 0.48 / 0.47 on an AMD Zen 5)
+    assert s["best_val_top1"] > 0.2 and s["test"]["top1"] > 0.2
     assert {p.name for p in out.iterdir()} == {BEST, LAST, STATE_FILE, "metrics.csv", "curves.png"}
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "metrics.csv").read_text().count("\n") == 3
@@ -183,6 +185,35 @@ def test_learns_fashion_mnist_and_checkpoints_round_trip(fmnist_small, tmp_path,
                     "class-count mismatch", "10 classes", "has 2")
     _one_line_error(cli("train", "mobilenet_v2", "--resume", out), "holds a run of mobilenet_v1")
     _one_line_error(cli("train", "mobilenet_v1", "--alpha", "0.5", "--resume", out), "without other knobs")
+
+
+@pytest.mark.slow
+def test_lenet5_trains_with_its_family_defaults_and_a_diverging_run_warns(fmnist_small, tmp_path, cli):
+    args = ["train", "lenet5", "--data", fmnist_small, "--epochs", "1", "--batch-size", "32", "--val-split", "0.2",
+            "--workers", "0"]
+    r = cli(*args, "--out", tmp_path / "default", "--json")
+    assert r.code == 0, r
+    s = json.loads(r.out)
+    assert s["config"]["optimizer"] == "adamw" and s["warnings"] == []  # the recipe of networks without BatchNorm
+    # far above chance (0.10 +- 0.02 for guessing on 199 images): measured 0.42 on an AMD Zen 5
+    assert s["best_val_top1"] > 0.2
+    bad = cli(*args, "--optimizer", "sgd", "--out", tmp_path / "sgd", "--quiet")  # SGD at 0.1 x 32/256 diverges
+    assert bad.code == 0, bad
+    warning = [line for line in bad.err.splitlines() if line.startswith("WARNING:")]
+    assert len(warning) == 1 and "stayed at chance level" in warning[0], bad.err
+
+
+def test_training_warns_on_a_non_finite_loss_and_on_chance_accuracy():
+    from edgecnn.train.health import chance_top1, training_warnings
+
+    row = {"epoch": 1, "train_loss": 0.9, "val_loss": 1.1, "val_top1": 0.6}
+    assert chance_top1(np.array([0, 1, 1, 2])) == 0.5 and chance_top1(np.array([], int)) is None
+    assert training_warnings([row], 0.5) == []
+    nan = training_warnings([row, {**row, "epoch": 2, "train_loss": float("nan")}], 0.1)
+    assert len(nan) == 1 and "non-finite in epoch 2" in nan[0]
+    flat = training_warnings([{**row, "val_top1": 0.11}], 0.1)
+    assert len(flat) == 1 and "chance level (best 11.00%" in flat[0]
+    assert training_warnings([{**row, "val_top1": 0.11}], None) == []  # no validation images
 
 
 def _config(data: Path, out: Path, **kw) -> TrainConfig:
@@ -250,7 +281,8 @@ def test_eval_takes_a_tflite_file(fmnist_small, tmp_path, cli):
     assert r.code == 0 and c.code == 0, (r, c)
     got, want = json.loads(r.out), json.loads(c.out)
     assert got["kind"] == "tflite" and got["images"] == want["images"] == 300
-    assert abs(got["top1"] - want["top1"]) <= 1 / 300  # float32 file: at most one image flips
+    # float32 file: rounding (~1e-6 of the logits) flips only near-exact ties; one image is allowed
+    assert abs(got["top1"] - want["top1"]) <= 1 / 300
 
 
 @pytest.mark.slow

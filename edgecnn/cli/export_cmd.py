@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
 def _check(v: dict | None, precision: str) -> str:
     if v is None:
         return "not verified"
-    mark = ("ok" if v["passed"] else "FAILED") if v["checks"] else "not judged (random weights)"
+    mark = "FAILED" if v["status"] == "failed" else v["status"]
     if precision == "float32":
         return f"{mark}, rel err {v['max_rel_error']:.1e}"
     return f"{mark}, top-1 {v['top1_agreement']:.0%}, cos {v['cosine']:.3f}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from edgecnn import limits as L
@@ -84,8 +85,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--batch-size", type=bounded(L.BATCH_SIZE), default=128, metavar="B",
                    help="images per optimizer step, in total over all processes of a distributed run "
                         "(the global batch; each process takes B/N) (default 128); e.g. --batch-size 64")
-    o.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
-                   help="sgd (Nesterov momentum) or adamw (default sgd); e.g. --optimizer adamw")
+    o.add_argument("--optimizer", choices=("sgd", "adamw"), default=None,
+                   help="sgd (Nesterov momentum) or adamw (default: adamw for networks without BatchNorm - "
+                        "LeNet, AlexNet, VGG, SqueezeNet -, sgd for the others); e.g. --optimizer adamw")
     o.add_argument("--lr", type=bounded(L.LR), default=None, metavar="LR",
                    help="peak learning rate (default: 0.1 for sgd, 0.002 for adamw, times batch-size/256, "
                         "the global batch); e.g. --lr 0.05")
@@ -206,6 +208,8 @@ def run_train(args: argparse.Namespace) -> int:
     if rank_from_env() != 0:  # rank 0 reports for the run
         return 0
     summary = result.to_dict()
+    for line in result.warnings:  # also in the summary's "warnings"
+        print(f"WARNING: {line}", file=sys.stderr)
     if args.json:
         emit_json(summary)
         return 0

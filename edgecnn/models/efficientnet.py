@@ -97,7 +97,7 @@ class EfficientNet(nn.Module):
         self.features = nn.Sequential(*features)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Sequential(nn.Dropout(dropout, inplace=True), nn.Linear(head_chs, num_classes))
-        init_weights(self)
+        init_weights(self, conv_mode="fan_in")
         # torchvision draws EfficientNet's classifier from U(+-1/sqrt(classes)), not N(0, 0.01)
         bound = 1.0 / math.sqrt(num_classes)
         nn.init.uniform_(self.classifier[1].weight, -bound, bound)

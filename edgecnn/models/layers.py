@@ -122,14 +122,18 @@ class InvertedResidual(nn.Module):
         return x + self.conv(x) if self.use_res_connect else self.conv(x)
 
 
-def init_weights(model: nn.Module, linear_std: float = 0.01) -> None:
-    """torchvision's initialisation for the efficient families.
+def init_weights(model: nn.Module, linear_std: float = 0.01, conv_mode: str = "fan_out") -> None:
+    """torchvision's initialisation: convs Kaiming-normal over ``conv_mode``; BatchNorm ones and
+    zeros; Linear normal(0, ``linear_std``).
 
-    Convs: Kaiming-normal (fan-out); BatchNorm: ones and zeros; Linear: normal(0, ``linear_std``).
+    The depthwise families pass ``conv_mode="fan_in"`` (He et al. 2015's forward rule): PyTorch
+    counts a grouped conv's fan-out over all its output channels, so torchvision's fan-out rule gives
+    a C-channel depthwise 3x3 conv std sqrt(2 / 9C) instead of sqrt(2 / 9), and with eval-mode
+    BatchNorm (running variance 1) a random MobileNetV1 gave logits of ~1e-18.
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            nn.init.kaiming_normal_(m.weight, mode=conv_mode)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):

@@ -67,7 +67,7 @@ class MobileNetV1(nn.Module):
         self.features = nn.Sequential(*features)
         self.num_features = in_chs
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_chs, num_classes))
-        init_weights(self)
+        init_weights(self, conv_mode="fan_in")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = nn.functional.adaptive_avg_pool2d(self.features(x), 1)

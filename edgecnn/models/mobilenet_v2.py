@@ -42,7 +42,7 @@ class MobileNetV2(nn.Module):
         features.append(ConvBNAct(in_chs, self.last_channel, 1, act_layer=nn.ReLU6))
         self.features = nn.Sequential(*features)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.last_channel, num_classes))
-        init_weights(self)
+        init_weights(self, conv_mode="fan_in")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

@@ -81,7 +81,7 @@ class MobileNetV3(nn.Module):
             nn.Dropout(dropout, inplace=True),
             nn.Linear(last_channel, num_classes),
         )
-        init_weights(self)
+        init_weights(self, conv_mode="fan_in")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))

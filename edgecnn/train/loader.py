@@ -88,21 +88,30 @@ def default_workers() -> int:
 
 
 def train_loader(split: Split, transform: Callable, batch_size: int, seed: int, workers: int,
-                 pin_memory: bool = False, shard: tuple[int, int] = (0, 1)) -> tuple[DataLoader, EpochSampler]:
+                 pin_memory: bool = False, shard: tuple[int, int] = (0, 1),
+                 start_method: str | None = None) -> tuple[DataLoader, EpochSampler]:
     """Shuffled, augmented, ``drop_last`` batches (``batch_size`` per process); the returned sampler
-    sets epoch and start position."""
+    sets epoch and start position.
+
+    ``start_method`` of the worker processes: ``None`` is the platform's (fork on Linux); ``"spawn"``
+    once threaded runtimes (JAX, TensorFlow) are loaded, which a fork can deadlock.
+    """
     sampler = EpochSampler(len(split), seed, shard)
     loader = OneLineLoader(SplitDataset(split, transform), batch_size=batch_size, sampler=sampler,
-                        num_workers=workers, drop_last=True, pin_memory=pin_memory,
-                        persistent_workers=False, generator=torch.Generator().manual_seed(seed))
+                           num_workers=workers, drop_last=True, pin_memory=pin_memory,
+                           persistent_workers=False, generator=torch.Generator().manual_seed(seed),
+                           multiprocessing_context=start_method if workers else None)
     return loader, sampler
 
 
 def eval_loader(split: Split, preprocess: Callable, batch_size: int, workers: int,
-                pin_memory: bool = False, shard: tuple[int, int] = (0, 1)) -> DataLoader:
+                pin_memory: bool = False, shard: tuple[int, int] = (0, 1),
+                start_method: str | None = None) -> DataLoader:
     """Batches of ``split`` in order, through the evaluation transform (a :class:`Preprocess`, or any
-    callable of a PIL image); with ``shard=(rank, world)`` only every ``world``-th image from ``rank``."""
+    callable of a PIL image); with ``shard=(rank, world)`` only every ``world``-th image from ``rank``;
+    ``start_method``: see :func:`train_loader`."""
     rank, world = shard
     return OneLineLoader(SplitDataset(split, preprocess), batch_size=batch_size, shuffle=False,
                          sampler=range(rank, len(split), world) if world > 1 else None,
-                      num_workers=workers, pin_memory=pin_memory)
+                         num_workers=workers, pin_memory=pin_memory,
+                         multiprocessing_context=start_method if workers else None)

@@ -42,6 +42,7 @@ from edgecnn.signals import Interrupted, exit_status, handling
 from edgecnn.train import distributed
 from edgecnn.train.config import TrainConfig
 from edgecnn.train.evaluate import EvalResult, evaluate, torch_predictor
+from edgecnn.train.health import chance_top1, training_warnings
 from edgecnn.train.loader import default_workers, eval_loader, train_loader
 from edgecnn.train.optim import build_optimizer, build_scheduler
 from edgecnn.train.progress import Progress
@@ -71,6 +72,7 @@ class TrainResult:
     test: dict | None = None  # best checkpoint on the data's test split, when it has one apart from val
     unreadable: list[str] = field(default_factory=list)
     train_seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)  # see edgecnn.train.health
 
     def to_dict(self) -> dict:
         last = self.history[-1] if self.history else {}
@@ -85,7 +87,7 @@ class TrainResult:
                 "train_images_per_s": seen / self.train_seconds if self.train_seconds else None,
                 "eval_images_per_s": last.get("eval_images_per_s"),
                 "unreadable_images": len(self.unreadable), "config": self.config.to_dict(),
-                "history": self.history}
+                "warnings": self.warnings, "history": self.history}
 
 
 # ---------------------------------------------------------------- setup helpers
@@ -530,10 +532,11 @@ class _Run:
             test = result.to_dict(self.data.classes)
             meta.extra["test_top1"], meta.extra["test_top5"] = result.top1, result.top5
             save_checkpoint(self.out / BEST, best, meta)
+        warnings = training_warnings(self.history, chance_top1(self.data.split("val").labels))
         return TrainResult(out=self.out, config=self.cfg, classes=self.data.classes,
                            preprocess=self.preprocess, history=self.history, best_epoch=self.best_epoch,
                            best_val_top1=self.best_top1, test=test, unreadable=self.data.unreadable,
-                           train_seconds=sum(r["train_seconds"] for r in self.history))
+                           train_seconds=sum(r["train_seconds"] for r in self.history), warnings=warnings)
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, overwrite: bool = False, progress: bool = True,
