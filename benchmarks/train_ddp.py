@@ -14,7 +14,7 @@ the same epochs. The configurations run alternately (A B B A ...) so that the lo
 on both alike; the load average is recorded around every run.
 
     python -m edgecnn.benchmarks.train_ddp --out /tmp/ddp-bench --train-images 3000 --test-images 2000 \
-        --epochs 2 --repeats 2     # the committed run: about 10 minutes on the shared 2-core machine
+        --epochs 2 --repeats 2
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from edgecnn.benchmarks.measure import machine_info
 from edgecnn.io import write_text
 
 RECIPE = ["mobilenet_v2", "--alpha", "0.35", "--res", "32", "--optimizer", "adamw", "--lr", "0.002",
@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "edgecnn train: 1 process (2 threads) vs --nproc 2 (DDP over gloo, 1 thread each)",
         "command": "python -m edgecnn.benchmarks.train_ddp " + " ".join(argv if argv is not None else sys.argv[1:]),
         "recipe": RECIPE, "train_images": args.train_images, "test_images": args.test_images, "epochs": args.epochs,
-        "machine": {"cpus": os.cpu_count(), "processor": platform.processor(), "torch": torch.__version__,
-                    "shared": "other jobs ran on this machine during the measurement (see the load averages); "
-                              "the configurations alternated so both met the same conditions"},
+        "machine": {**machine_info(), "torch": torch.__version__,
+                    "note": "the configurations alternate, so a load from other jobs falls on both alike; "
+                            "the load average around every run is in its row"},
         "summary": summary, "speedup_2_processes": two / one, "wall_seconds": time.perf_counter() - start,
         "runs": runs}
     write_text(args.results, json.dumps(result, indent=2) + "\n")

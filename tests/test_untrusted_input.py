@@ -98,7 +98,14 @@ def _with(base: dict, path: str, value: object) -> dict:
     return doc
 
 
-_DROP = object()
+class _Drop:
+    """The field is removed from the document (a stable repr keeps test ids the same in every worker)."""
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_DROP = _Drop()
 BAD_META = [("knobs", [1]), ("knobs", {"alpha": 0.5}), ("model", "no_such_net"), ("model", 3),
             ("num_classes", "10"), ("num_classes", 0), ("in_chans", 3), ("labels", "abc"), ("labels", [1] * 10),
             ("preprocess", "x"), ("preprocess.res", 0), ("preprocess.res", 100_000), ("preprocess.mean", []),
