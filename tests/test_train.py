@@ -318,3 +318,18 @@ def test_sigint_or_sigterm_stops_after_the_current_step(fmnist_small, tmp_path, 
     assert info.value.exit_code == 128 + signum  # 130 Ctrl-C, 143 SIGTERM
     assert torch.load(tmp_path / "run" / STATE_FILE, weights_only=True)["step_in_epoch"] == 3
     assert signal.getsignal(signum) is before  # handler restored
+
+
+def test_loader_workers_spawn_once_a_threaded_runtime_is_loaded(monkeypatch):
+    import sys
+    import types
+
+    from edgecnn.train.loader import worker_start_method
+
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    assert worker_start_method(0) is None and worker_start_method(2) is None  # the platform's default
+    assert worker_start_method(2, "forkserver") == "forkserver"
+    monkeypatch.setitem(sys.modules, "jax", types.ModuleType("jax"))
+    assert worker_start_method(2) == "spawn"  # forking a process with JAX threads can deadlock
+    assert worker_start_method(0) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from typing import Callable, Iterator
 
 import torch
@@ -87,20 +88,30 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
+def worker_start_method(workers: int, start_method: str | None = None) -> str | None:
+    """How DataLoader workers start: ``start_method`` when given; ``"spawn"`` once a threaded runtime
+    (JAX, TensorFlow: loaded by the converters) is in the process, since forking it can deadlock;
+    else the platform's default (fork on Linux, the fastest). None without workers."""
+    if not workers:
+        return None
+    if start_method is None and any(name in sys.modules for name in ("jax", "tensorflow")):
+        return "spawn"
+    return start_method
+
+
 def train_loader(split: Split, transform: Callable, batch_size: int, seed: int, workers: int,
                  pin_memory: bool = False, shard: tuple[int, int] = (0, 1),
                  start_method: str | None = None) -> tuple[DataLoader, EpochSampler]:
     """Shuffled, augmented, ``drop_last`` batches (``batch_size`` per process); the returned sampler
     sets epoch and start position.
 
-    ``start_method`` of the worker processes: ``None`` is the platform's (fork on Linux); ``"spawn"``
-    once threaded runtimes (JAX, TensorFlow) are loaded, which a fork can deadlock.
+    ``start_method`` of the worker processes: ``None`` chooses (:func:`worker_start_method`).
     """
     sampler = EpochSampler(len(split), seed, shard)
     loader = OneLineLoader(SplitDataset(split, transform), batch_size=batch_size, sampler=sampler,
                            num_workers=workers, drop_last=True, pin_memory=pin_memory,
                            persistent_workers=False, generator=torch.Generator().manual_seed(seed),
-                           multiprocessing_context=start_method if workers else None)
+                           multiprocessing_context=worker_start_method(workers, start_method))
     return loader, sampler
 
 
@@ -114,4 +125,4 @@ def eval_loader(split: Split, preprocess: Callable, batch_size: int, workers: in
     return OneLineLoader(SplitDataset(split, preprocess), batch_size=batch_size, shuffle=False,
                          sampler=range(rank, len(split), world) if world > 1 else None,
                          num_workers=workers, pin_memory=pin_memory,
-                         multiprocessing_context=start_method if workers else None)
+                         multiprocessing_context=worker_start_method(workers, start_method))
