@@ -294,7 +294,7 @@ def launch(nproc: int, argv: list[str], module: str = "edgecnn") -> None:
     except SignalException as exc:  # Ctrl-C (SIGINT) or SIGTERM: the agent stopped every process
         err = DistributedError(f"interrupted ({exc.sigval.name}): all {nproc} processes were stopped; --resume "
                                f"continues from the last completed epoch")
-        err.exit_code = 130
+        err.exit_code = 128 + int(exc.sigval)  # 130 for Ctrl-C, 143 for SIGTERM, like every command
         raise err from None
     finally:
         os.environ.pop(LAUNCHED_ENV, None)
