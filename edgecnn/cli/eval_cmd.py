@@ -37,8 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model_file", metavar="FILE", help="an edgecnn checkpoint (.ckpt) or a .tflite file")
     p.add_argument("--data", metavar="DATA",
-                   help="fashion-mnist, cifar-10 or a folder (default: the checkpoint's training data); "
-                        "e.g. --data ./my_photos")
+                   help="fashion-mnist, cifar-10, a folder with class sub-folders, or a flat folder of "
+                        "ImageNet photos named <wnid>_*.JPEG (1000 classes) (default: the checkpoint's "
+                        "training data); e.g. --data ./my_photos")
     p.add_argument("--split", choices=("test", "val", "train"), default=None,
                    help="which split (default: test when the data has one, else val); e.g. --split val")
     p.add_argument("--val-split", type=bounded(L.FRACTION), default=None, metavar="F",

@@ -45,8 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="calibration images to use (default 200); e.g. --calib-samples 100")
     p.add_argument("--eval-data", metavar="DIR",
                    help="evaluation images: class sub-folders named like the model's classes (gives "
-                        "top-1/top-5) or plain images; default: images of --calib-data held back from "
-                        "calibration; e.g. --eval-data data/val")
+                        "top-1/top-5 and the paired top-1 change with its interval), ImageNet photos "
+                        "named <wnid>_*.JPEG (labelled for 1000-class models), or plain images; default: "
+                        "images of --calib-data held back from calibration; e.g. --eval-data data/val")
     p.add_argument("--eval-samples", type=bounded(L.HELD_IMAGES), default=100, metavar="N",
                    help="evaluation images to use (default 100); e.g. --eval-samples 500")
     p.add_argument("--method", default=DEFAULT_METHOD,
