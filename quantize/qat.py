@@ -139,9 +139,9 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
     ``data`` is what ``edgecnn train --data`` takes (a dataset name or folder); its classes must be
     the model's. ``train_config`` (a checkpoint's recorded TrainConfig) sets the augmentation,
     validation split and label smoothing; ``layout`` is the interface of the returned int8 graph.
-    ``workers``: DataLoader processes, started with spawn (the converter stack imported here runs
-    JAX threads, and forking after that can deadlock); 0 loads in this process, which costs little
-    next to a fake-quantised training step.
+    ``workers``: DataLoader processes (they start with spawn: the converter stack imported here runs
+    JAX threads, see :func:`~edgecnn.train.loader.worker_start_method`); 0 loads in this process,
+    which costs little next to a fake-quantised training step.
     """
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import (disable_observer, move_exported_model_to_eval,
@@ -169,8 +169,8 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
         raise EdgeCNNError(f"--train-data {data} has {len(train_split)} training images, fewer than the QAT "
                            f"batch size {batch_size}")
     aug = train_transform(recorded or TrainConfig(model=cfg.name, data=str(data), out=""), preprocess)
-    loader, sampler = train_loader(train_split, aug, batch_size, seed, workers, start_method="spawn")
-    val_loader = eval_loader(val, preprocess, batch_size, workers, start_method="spawn")
+    loader, sampler = train_loader(train_split, aug, batch_size, seed, workers)
+    val_loader = eval_loader(val, preprocess, batch_size, workers)
     smoothing = recorded.label_smoothing if recorded else 0.1
 
     torch.manual_seed(seed)

@@ -248,6 +248,26 @@ def class_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _keep_readable(files: list[Path], bad: list[str]) -> list[Path]:
+    """The readable ``files``; the others are appended to ``bad`` with their reason."""
+    kept = []
+    for path in files:
+        reason = _readable(path)
+        if reason is None:
+            kept.append(path)
+        else:
+            bad.append(f"{path} ({reason})")
+    return kept
+
+
+def _check_unreadable(bad: list[str], total: int, max_unreadable: float) -> None:
+    """Raise when more than ``max_unreadable`` (a fraction) of ``total`` images are unreadable."""
+    if bad and len(bad) / total > max_unreadable:
+        raise EdgeCNNError(f"{len(bad)} of {total} images are unreadable ({100 * len(bad) / total:.1f}% > "
+                           f"{100 * max_unreadable:g}%), e.g. {bad[0]}; fix or remove them, or raise "
+                           f"--max-unreadable")
+
+
 def _folder_split(folder: Path, classes: list[str], bad: list[str]) -> tuple[Split, int]:
     """Images of ``folder/<class>/`` for each class, readable ones only; unreadable appended to ``bad``."""
     paths, labels, total = [], [], 0
@@ -255,13 +275,9 @@ def _folder_split(folder: Path, classes: list[str], bad: list[str]) -> tuple[Spl
         class_dir = folder / name
         files = list_images(class_dir) if class_dir.is_dir() else []
         total += len(files)
-        for path in files:
-            reason = _readable(path)
-            if reason is None:
-                paths.append(path)
-                labels.append(label)
-            else:
-                bad.append(f"{path} ({reason})")
+        kept = _keep_readable(files, bad)
+        paths += kept
+        labels += [label] * len(kept)
     return Split(labels=np.asarray(labels, dtype=np.int64), paths=paths), total
 
 
@@ -316,16 +332,9 @@ def load_synset_folder(folder: Path, max_unreadable: float) -> LabelledData:
     """A flat ImageNet photo folder (see the module docstring): 1000 classes, one ``test`` split."""
     from edgecnn.labels import imagenet_labels, synset_index
 
-    paths, bad = [], []
-    for path in list_images(folder):
-        reason = _readable(path)
-        if reason is None:
-            paths.append(path)
-        else:
-            bad.append(f"{path} ({reason})")
-    if bad and len(bad) / (len(bad) + len(paths)) > max_unreadable:
-        raise EdgeCNNError(f"{len(bad)} of {len(bad) + len(paths)} images in {folder} are unreadable, "
-                           f"e.g. {bad[0]}")
+    files, bad = list_images(folder), []
+    paths = _keep_readable(files, bad)
+    _check_unreadable(bad, len(files), max_unreadable)
     split = Split(labels=np.asarray([synset_index(p.name) for p in paths], dtype=np.int64), paths=paths)
     return LabelledData(source=str(folder), classes=imagenet_labels(), in_chans=3,
                         splits={"test": split, "val": split}, unreadable=bad, val_is_test=True)
@@ -355,10 +364,7 @@ def load_image_folder(folder: Path, val_split: float, seed: int, max_unreadable:
     if total == 0:
         raise EdgeCNNError(f"{folder} holds no images in its class folders (looked for "
                            f"{', '.join(IMAGE_SUFFIXES)})")
-    if bad and len(bad) / total > max_unreadable:
-        raise EdgeCNNError(f"{len(bad)} of {total} images are unreadable ({100 * len(bad) / total:.1f}% > "
-                           f"{100 * max_unreadable:g}%), e.g. {bad[0]}; fix or remove them, or raise "
-                           f"--max-unreadable")
+    _check_unreadable(bad, total, max_unreadable)
     check_balance(splits["train"], classes, str(root), max_imbalance)
     if "val" not in splits:
         if not 0 < val_split < 1:

@@ -88,41 +88,33 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) - 1))
 
 
-def worker_start_method(workers: int, start_method: str | None = None) -> str | None:
-    """How DataLoader workers start: ``start_method`` when given; ``"spawn"`` once a threaded runtime
-    (JAX, TensorFlow: loaded by the converters) is in the process, since forking it can deadlock;
-    else the platform's default (fork on Linux, the fastest). None without workers."""
-    if not workers:
-        return None
-    if start_method is None and any(name in sys.modules for name in ("jax", "tensorflow")):
+def worker_start_method(workers: int) -> str | None:
+    """How DataLoader workers start: ``"spawn"`` once a threaded runtime (JAX, TensorFlow: loaded by
+    the converters and by QAT) is in the process, since forking it can deadlock; else None, the
+    platform's default (fork on Linux, the fastest). None without workers."""
+    if workers and any(name in sys.modules for name in ("jax", "tensorflow")):
         return "spawn"
-    return start_method
+    return None
 
 
 def train_loader(split: Split, transform: Callable, batch_size: int, seed: int, workers: int,
-                 pin_memory: bool = False, shard: tuple[int, int] = (0, 1),
-                 start_method: str | None = None) -> tuple[DataLoader, EpochSampler]:
+                 pin_memory: bool = False, shard: tuple[int, int] = (0, 1)) -> tuple[DataLoader, EpochSampler]:
     """Shuffled, augmented, ``drop_last`` batches (``batch_size`` per process); the returned sampler
-    sets epoch and start position.
-
-    ``start_method`` of the worker processes: ``None`` chooses (:func:`worker_start_method`).
-    """
+    sets epoch and start position; workers start as :func:`worker_start_method` says."""
     sampler = EpochSampler(len(split), seed, shard)
     loader = OneLineLoader(SplitDataset(split, transform), batch_size=batch_size, sampler=sampler,
                            num_workers=workers, drop_last=True, pin_memory=pin_memory,
                            persistent_workers=False, generator=torch.Generator().manual_seed(seed),
-                           multiprocessing_context=worker_start_method(workers, start_method))
+                           multiprocessing_context=worker_start_method(workers))
     return loader, sampler
 
 
 def eval_loader(split: Split, preprocess: Callable, batch_size: int, workers: int,
-                pin_memory: bool = False, shard: tuple[int, int] = (0, 1),
-                start_method: str | None = None) -> DataLoader:
+                pin_memory: bool = False, shard: tuple[int, int] = (0, 1)) -> DataLoader:
     """Batches of ``split`` in order, through the evaluation transform (a :class:`Preprocess`, or any
-    callable of a PIL image); with ``shard=(rank, world)`` only every ``world``-th image from ``rank``;
-    ``start_method``: see :func:`train_loader`."""
+    callable of a PIL image); with ``shard=(rank, world)`` only every ``world``-th image from ``rank``."""
     rank, world = shard
     return OneLineLoader(SplitDataset(split, preprocess), batch_size=batch_size, shuffle=False,
                          sampler=range(rank, len(split), world) if world > 1 else None,
                          num_workers=workers, pin_memory=pin_memory,
-                         multiprocessing_context=worker_start_method(workers, start_method))
+                         multiprocessing_context=worker_start_method(workers))
