@@ -179,8 +179,7 @@ def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = 
     """A zoo model's spec for PyTorch points and its MACs at ``res`` (from the meta device)."""
     import torch
 
-    from edgecnn.export import canonical_name
-    from edgecnn.models import create_model, default_res, get_spec
+    from edgecnn.models import canonical_name, create_model, default_res, get_spec
     from edgecnn.models.registry import resolve_knobs
     from edgecnn.stats import model_stats
 
@@ -198,41 +197,6 @@ def knob_grid(alphas: list[float] | None, resolutions: list[int] | None) -> list
     """(knobs, res) for every alpha x res the user asked for (None: the model's default)."""
     return [({"alpha": a} if a is not None else {}, r)
             for a, r in product(alphas or [None], resolutions or [None])]
-
-
-def _export_made_by(folder: Path) -> tuple[str | None, set[str]]:
-    """(converter, precisions present) of an export folder's checked ``report.json``; (None, {}) when
-    it has no usable one."""
-    try:
-        report = read_report(folder)
-    except (OSError, EdgeCNNError):
-        return None, set()
-    if report is None:
-        return None, set()
-    return report["converter"], {f["precision"] for f in report["files"] if (folder / f["name"]).is_file()}
-
-
-def ensure_export(spec: dict, precisions: list[str], exports_root: Path, converter: str = "litert") -> Path:
-    """``exports_root/<canonical name>/`` holding every precision asked for, made by ``converter``;
-    exported when missing.
-
-    A folder whose ``report.json`` names that converter and lists those precisions is reused as it
-    is. A folder another converter made (or one without a readable report) is left alone: the
-    export goes to ``<canonical name>_<converter>/`` beside it. Exports for benchmarking skip
-    verification and the report's quick latency (``edgecnn bench`` measures).
-    """
-    from edgecnn.export import export
-
-    folder = Path(exports_root) / spec["label"]
-    made_by, have = _export_made_by(folder)
-    if folder.exists() and made_by != converter:
-        folder = folder.with_name(f"{folder.name}_{converter}")
-        made_by, have = _export_made_by(folder)
-    if made_by != converter or not set(precisions) <= have:
-        export(spec["name"], res=spec["res"], num_classes=spec.get("num_classes"),
-               in_chans=spec.get("in_chans"), quantize=precisions, converter=converter, out=folder,
-               verify=False, measure=False, **spec["knobs"])
-    return folder
 
 
 # ---------------------------------------------------------------- running
@@ -347,7 +311,7 @@ def print_rows(rows: list[dict], title: str, wide: bool = False) -> None:
     """The people's table, sorted by median latency; skipped and failed points last, with reasons
     printed under the table (failures also go to stderr, see the CLI). Narrow outputs drop the
     secondary figures first (``wide``: every column, see :func:`edgecnn.cli.common.print_table`)."""
-    from edgecnn.cli.common import human_bytes, human_count, print_table
+    from edgecnn.console import human_bytes, human_count, print_table
 
     table = []
     for r in sort_rows(rows):

@@ -8,7 +8,7 @@ any side files (the ``.onnx`` of the ONNX path).
 
 Shared pieces:
 
-- :class:`PixelInput`: the model with its normalisation moved inside the graph, fed raw pixel
+- :class:`edgecnn.wrappers.PixelInput`: the model with its normalisation moved inside the graph, fed raw pixel
   values 0-255. A uint8-input file built from it takes camera bytes as they are (input scale 1,
   zero point 0), which is what MediaPipe and most apps feed a uint8 model.
 - :func:`set_int_io`: TFLite's own model-interface modifier (shipped in ``ai_edge_litert``) turns
@@ -38,12 +38,11 @@ from torch import nn
 
 from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError
+from edgecnn.wrappers import PixelInput, with_scores
 
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 IO_TYPES = ("float32", "uint8", "int8")
 LAYOUTS = ("nhwc", "nchw")
-# what the files output: class probabilities (softmax inside the graph, as Keras Applications) or raw logits
-SCORES = ("softmax", "logits")
 # TFLite schema TensorType values taken by the model-interface modifier
 _TFLITE_TYPES = {"uint8": 3, "int8": 9}
 
@@ -74,61 +73,13 @@ def variants(precisions: Sequence[str], ios: Sequence[str]) -> list[Variant]:
     return out
 
 
-class PixelInput(nn.Module):
-    """``model`` fed raw pixel values 0-255 (float, NCHW), normalising inside: ``(x / 255 - mean) / std``.
-
-    The normalisation is a 1x1 depthwise convolution (weight ``1 / (255 std)``, bias ``-mean / std``),
-    so quantisers treat it like any conv: the graph input itself gets quantised (scale ~1 for pixels
-    0-255) and the op runs in int8. Apps (and MediaPipe, which refuses per-channel normalisation
-    of float inputs) then feed pixels as they are.
-    """
-
-    def __init__(self, model: nn.Module, preprocess: Preprocess) -> None:
-        super().__init__()
-        self.model = model
-        c = preprocess.in_chans
-        self.normalize = nn.Conv2d(c, c, kernel_size=1, groups=c, bias=True)
-        std, mean = torch.tensor(preprocess.std), torch.tensor(preprocess.mean)
-        with torch.no_grad():
-            self.normalize.weight.copy_((1.0 / (255.0 * std)).reshape(c, 1, 1, 1))
-            self.normalize.bias.copy_(-mean / std)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalize(x))
-
-
-class SoftmaxScores(nn.Module):
-    """``model`` with a softmax over its classes: probabilities in [0, 1] summing to 1 per image.
-
-    Converted as part of the graph (TFLite SOFTMAX; in int8 files with TFLite's fixed output
-    quantisation, scale 1/256 and zero point -128), so apps' ``score_threshold`` means a probability.
-    """
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.model(x)
-        if torch.compiler.is_exporting():  # torch.export (litert): the op PT2E annotates with that fixed range
-            return torch.ops.aten._softmax.default(logits, -1, False)
-        return torch.softmax(logits, dim=-1)  # eager and torch.onnx (which has no aten::_softmax)
-
-
-def with_scores(model: nn.Module, scores: str) -> nn.Module:
-    """``model`` giving ``scores`` (:data:`SCORES`): wrapped in :class:`SoftmaxScores`, or as it is."""
-    if scores not in SCORES:
-        raise EdgeCNNError(f"--scores takes {' or '.join(SCORES)}, got {scores!r}")
-    return SoftmaxScores(model) if scores == "softmax" else model
-
-
 @dataclass
 class ConvertJob:
     """Everything a back end needs. ``calib_pixels``: (N, H, W, C) uint8 real images.
 
     ``pixel_input`` (default): the files take pixel values 0-255 and normalise inside
     (:class:`PixelInput`); otherwise they take PyTorch's normalised tensor. ``scores``: what the
-    files output (:data:`SCORES`; the job's default is the model's raw logits, ``edgecnn.export``
+    files output (:data:`edgecnn.wrappers.SCORES`; the job's default is the model's raw logits, ``edgecnn.export``
     asks for ``softmax``).
     """
 

@@ -12,10 +12,10 @@ __version__ = "0.1.0"
 # Public names, imported on first use: `import edgecnn` stays light (no torch), which keeps the
 # child processes that inspect untrusted files or run benchmark points fast to start.
 _LAZY = {
-    "create_model": "edgecnn.models", "default_res": "edgecnn.models", "get_spec": "edgecnn.models",
+    "create_model": "edgecnn.weights", "default_res": "edgecnn.models", "get_spec": "edgecnn.models",
     "list_models": "edgecnn.models", "ModelStats": "edgecnn.stats", "model_stats": "edgecnn.stats",
-    "export": "edgecnn.export", "ExportReport": "edgecnn.export", "load_weights": "edgecnn.weights",
-    "load_checkpoint": "edgecnn.checkpoint", "imagenet_labels": "edgecnn.labels",
+    "export": "edgecnn.pipelines.export", "ExportReport": "edgecnn.pipelines.export", "load_weights": "edgecnn.weights",
+    "load_checkpoint": "edgecnn.weights", "imagenet_labels": "edgecnn.labels",
 }
 
 __all__ = ["EdgeCNNError", "__version__", *sorted(_LAZY)]

@@ -116,22 +116,3 @@ def is_checkpoint(path: str | Path) -> bool:
         return _meta_text(path) is not None
     except (OSError, EdgeCNNError):  # unreadable, or a name no file system takes
         return False
-
-
-def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointMeta]:
-    """Rebuild the model recorded in an edgecnn checkpoint and load its weights."""
-    from safetensors.torch import load_file
-
-    from edgecnn.models import create_model
-    from edgecnn.weights import load_state_dict_strict
-
-    path = Path(path)
-    if not path.is_file():
-        raise EdgeCNNError(f"checkpoint {path} does not exist")
-    meta = read_meta(path)
-    if meta is None:
-        raise EdgeCNNError(f"{path} is a safetensors file without edgecnn metadata; pass it as "
-                           f"--weights to a model you name instead")
-    model = create_model(meta.model, num_classes=meta.num_classes, in_chans=meta.in_chans, **meta.knobs)
-    load_state_dict_strict(model, load_file(str(path)), source=str(path))
-    return model, meta

@@ -34,7 +34,9 @@ from torch import nn
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.io import atomic_path
-from edgecnn.models.registry import IMAGENET_MEAN, IMAGENET_STD, _channel_stats
+from edgecnn import models
+from edgecnn.checkpoint import CheckpointMeta, is_checkpoint, read_meta
+from edgecnn.models.registry import IMAGENET_MEAN, IMAGENET_STD, channel_stats
 
 StateDict = dict[str, torch.Tensor]
 Remap = Callable[[StateDict, nn.Module], StateDict]
@@ -490,7 +492,7 @@ def _set_preprocessing(model: nn.Module, res: int, mean: tuple[float, ...], std:
     """Record the weights' evaluation recipe on ``model.edgecnn_config`` (a frozen dataclass)."""
     config = model.edgecnn_config
     if len(mean) != config.in_chans:
-        mean, std = _channel_stats(tuple(mean), config.in_chans), _channel_stats(tuple(std), config.in_chans)
+        mean, std = channel_stats(tuple(mean), config.in_chans), channel_stats(tuple(std), config.in_chans)
     model.edgecnn_config = dataclasses.replace(config, default_res=int(res), mean=tuple(mean),
                                                std=tuple(std), crop_pct=float(crop_pct))
 
@@ -541,8 +543,6 @@ def load_weights(model: nn.Module, weights: str | Path, *, head: str = "strict",
     differs (fine-tuning on new classes). A released file's preprocessing, or a checkpoint's, is
     recorded on ``model.edgecnn_config`` (default_res, crop_pct, mean, std).
     """
-    from edgecnn.checkpoint import is_checkpoint, read_meta
-
     if head not in HEAD_MODES:
         raise EdgeCNNError(f"head must be one of {', '.join(HEAD_MODES)}, got {head!r}")
     config = getattr(model, "edgecnn_config", None)
@@ -574,9 +574,38 @@ def _load_checkpoint_weights(model: nn.Module, path: Path, head: str, meta: Any)
     config = getattr(model, "edgecnn_config", None)
     if config is not None and meta.model != config.name:
         raise EdgeCNNError(f"{path} is an edgecnn checkpoint of {meta.model}, not {config.name}; "
-                           f"build {meta.model} (or load it with edgecnn.checkpoint.load_checkpoint)")
+                           f"build {meta.model} (or load it with edgecnn.load_checkpoint)")
     skipped = load_state_dict_strict(model, load_file(str(path)), str(path), head=head)
     if config is not None:
         p = meta.preprocess
         _set_preprocessing(model, p.res, p.mean, p.std, p.crop_pct)
     return LoadedWeights(path=path, skipped=skipped, pretrained=None)
+
+
+def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None,
+                 weights: str | Path | None = None, **knobs: Any) -> nn.Module:
+    """Build a zoo model by name (:func:`edgecnn.models.create_model`) and load ``weights`` into it.
+
+    ``weights``: ``"imagenet"``, a local ``.pth``/``.pt``/``.safetensors`` file or an edgecnn
+    checkpoint (:func:`load_weights`), or ``None`` for random initialisation.
+    """
+    model = models.create_model(name, num_classes=num_classes, in_chans=in_chans, **knobs)
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
+def load_checkpoint(path: str | Path) -> tuple[nn.Module, CheckpointMeta]:
+    """Rebuild the model recorded in an edgecnn checkpoint and load its weights."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeCNNError(f"checkpoint {path} does not exist")
+    meta = read_meta(path)
+    if meta is None:
+        raise EdgeCNNError(f"{path} is a safetensors file without edgecnn metadata; pass it as "
+                           f"--weights to a model you name instead")
+    model = models.create_model(meta.model, num_classes=meta.num_classes, in_chans=meta.in_chans, **meta.knobs)
+    load_state_dict_strict(model, load_file(str(path)), source=str(path))
+    return model, meta

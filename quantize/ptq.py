@@ -38,6 +38,7 @@ from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
 from torch import nn
 from torch.fx import GraphModule, Node
 
+from edgecnn.console import progress_range
 from edgecnn.errors import EdgeCNNError
 from edgecnn.quantize.methods import (AUTO_CANDIDATES, AUTO_HOLDOUT, DEFAULT_METHOD, METHODS,  # noqa: F401
                                       MIN_AUTO_IMAGES, MIN_CALIB_IMAGES)
@@ -274,18 +275,3 @@ def to_tflite(q: QuantizedModel) -> bytes:
 
     edge = litert_torch.convert(q.module, q.sample_args, quant_config=q.quant_config)
     return edge.model_content()
-
-
-def progress_range(items: range, label: str, enabled: bool):
-    """Iterate ``items`` under a rich progress bar (on stderr) when ``enabled``."""
-    if not enabled:
-        yield from items
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=len(items))
-        for item in items:
-            yield item
-            bar.advance(task)

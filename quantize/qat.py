@@ -4,7 +4,7 @@
    (:func:`~edgecnn.quantize.equalize.fold_batchnorm`). litert-torch 0.10's conv+BatchNorm QAT
    annotators do not build on torch 2.13 (torchao hands ``torch.export`` a function where it wants a
    module), and a folded graph needs only the conv patterns, which are also what the ``.tflite`` has.
-2. The model as the files see it (:class:`~edgecnn.converters.base.PixelInput`: pixels 0-255,
+2. The model as the files see it (:class:`~edgecnn.wrappers.PixelInput`: pixels 0-255,
    normalisation inside) is exported at the training batch size and prepared with
    ``prepare_qat_pt2e`` and litert-torch's QAT config: fake-quantised per-channel symmetric int8
    weights and per-tensor int8 activations whose ranges are moving averages learned in training.
@@ -148,7 +148,7 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
                                            move_exported_model_to_train)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
 
-    from edgecnn.converters.base import PixelInput
+    from edgecnn.wrappers import PixelInput
     from edgecnn.data.datasets import open_dataset
     from edgecnn.quantize.equalize import fold_batchnorm
     from edgecnn.quantize.ptq import QuantizedModel, export_for_quantization, in_layout

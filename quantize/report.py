@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from edgecnn.console import finite
 from edgecnn.io import atomic_path, write_text
 
 # aten ops whose outputs the per-layer table lists (activations fold into their producer).
@@ -118,7 +119,7 @@ def layer_sqnr(q, images: torch.Tensor, progress: bool = False) -> list[LayerFid
                                          and isinstance(getattr(ref_model, a.target), OutputLogger)]
     signal: dict[Any, float] = {}
     noise: dict[Any, float] = {}
-    from edgecnn.quantize.ptq import progress_range
+    from edgecnn.console import progress_range
 
     with torch.no_grad():
         for i in progress_range(range(images.shape[0]), "per-layer SQNR", progress):
@@ -177,60 +178,6 @@ class FidelityReport:
                 "layers": [asdict(l) for l in self.layers], **self.extra}
 
 
-def fidelity_report(model: torch.nn.Module, q, tflite: bytes | str | Path, pixels: np.ndarray, preprocess,
-                    labels: Sequence[int] | None = None, *, graph_inputs: torch.Tensor | None = None,
-                    layer_images: int = 8, progress: bool = True, name: str | None = None) -> FidelityReport:
-    """The fidelity report of the int8 ``tflite`` (quantised as ``q``) against float ``model``.
-
-    ``pixels`` (N, H, W, C uint8, resized and cropped) are evaluation images that did not
-    calibrate ``q``; the file gets them as an app would (``TFLiteModel.predict_pixels``), the float
-    model normalised with ``preprocess``. ``graph_inputs`` are the same images as ``q``'s graphs
-    take them (default: normalised NCHW); the per-layer table uses the first ``layer_images``.
-    """
-    from edgecnn.converters.tflite_runtime import TFLiteModel
-    from edgecnn.quantize.equalize import predict
-
-    ref = predict(model.eval(), preprocess.normalize(pixels)).numpy()
-    out = TFLiteModel(tflite).predict_pixels(pixels, preprocess)
-    metrics = output_metrics(ref, out, None if labels is None else np.asarray(labels))
-    inputs = preprocess.normalize(pixels) if graph_inputs is None else graph_inputs
-    layers = layer_sqnr(q, inputs[:layer_images], progress) if layer_images > 0 else []
-    cfg = getattr(model, "edgecnn_config", None)
-    return FidelityReport(model=name or (cfg.name if cfg else type(model).__name__), method=q.method,
-                          calib_images=q.calib_images, outputs=metrics, layers=layers,
-                          layer_images=min(layer_images, int(len(pixels))))
-
-
-def _fmt(x: float) -> str:
-    return "inf" if math.isinf(x) else f"{x:.1f}"
-
-
-def print_report(report: FidelityReport, top: int = 12, wide: bool = False) -> None:
-    """Rich tables for people: the output metrics, then the ``top`` worst layers (``wide``: every column)."""
-    from edgecnn.cli.common import print_table
-
-    o = report.outputs
-    rows = [("top-1 agreement int8 vs float", f"{100 * o['top1_agreement']:.1f}% of {o['images']} images"),
-            ("logit cosine (mean / min)", f"{o['cosine']:.4f} / {o['cosine_min']:.4f}"),
-            ("logit SQNR", f"{_fmt(o['sqnr_db'])} dB")]
-    if "float_top1" in o:
-        rows += [("top-1 float -> int8", f"{100 * o['float_top1']:.1f}% -> {100 * o['int8_top1']:.1f}%"),
-                 ("top-5 float -> int8", f"{100 * o['float_top5']:.1f}% -> {100 * o['int8_top5']:.1f}%")]
-        c = o["top1_change"]
-        rows += [("top-1 change (paired)", f"{c['diff']:+.1f} points, {100 * c['confidence']:.0f}% CI "
-                                           f"[{c['low']:+.1f}, {c['high']:+.1f}]; {c['a_only']} lost, "
-                                           f"{c['b_only']} gained")]
-    rows += [("logit KL float || int8", f"{o['kl_divergence']:.4f} nats")]
-    print_table(f"int8 fidelity: {report.model}, method {report.method}, {report.calib_images} calibration "
-                "images", ("measure", "value"), rows, wide=wide)
-    if report.layers:
-        worst = sorted(report.layers, key=lambda l: -l.loss_db)[:top]
-        print_table(f"layers that lost the most (of {len(report.layers)}; SQNR over {report.layer_images} images)",
-                    ("layer", "op", "SQNR dB", "lost here dB"),
-                    [(l.name, l.op, _fmt(l.sqnr_db), f"{l.loss_db:.1f}") for l in worst],
-                    justify=("left", "left", "right", "right"), optional=["op"], wide=wide)
-
-
 def plot_layer_sqnr(layers: Sequence[LayerFidelity], path: str | Path, title: str = "") -> Path:
     """Bar chart PNG of per-layer SQNR (dB) in network order of the report list, worst first."""
     import matplotlib
@@ -260,14 +207,3 @@ def write_report(report: FidelityReport, out_dir: str | Path, stem: str = "fidel
         paths["png"] = plot_layer_sqnr(report.layers, out_dir / f"{stem}_layers.png",
                                        f"{report.model}: per-layer SQNR ({report.method})")
     return paths
-
-
-def finite(x: Any) -> Any:
-    """``x`` with infinite floats (an exact layer's SQNR) as None, so that it is valid JSON."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [finite(v) for v in x]
-    return x

@@ -296,14 +296,15 @@ def test_export_folder_gives_file_rows_and_pytorch_rows_from_its_report(cli, tfl
 
 @pytest.mark.slow
 def test_complete_export_folders_are_reused_not_exported_again(tmp_path, monkeypatch):
-    import edgecnn.export
-    from edgecnn.benchmarks.sweep import ensure_export, zoo_spec
+    import edgecnn.pipelines.export
+    from edgecnn.benchmarks.sweep import zoo_spec
+    from edgecnn.pipelines.bench import ensure_export
 
     placeholder = tmp_path / "placeholder.tflite"  # only the file's presence matters here
     placeholder.write_bytes(b"TFL3")
     _export_folder(tmp_path, placeholder)
     calls = []
-    monkeypatch.setattr(edgecnn.export, "export", lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(edgecnn.pipelines.export, "export", lambda *a, **k: calls.append((a, k)))
     spec, macs = zoo_spec("mobilenet_v2", 32, {"alpha": 0.35}, num_classes=10)
     assert spec["label"] == "mobilenet_v2_0.35_32" and macs > 0
     assert ensure_export(spec, ["float32"], tmp_path) == tmp_path / "mobilenet_v2_0.35_32" and not calls
@@ -315,15 +316,16 @@ def test_complete_export_folders_are_reused_not_exported_again(tmp_path, monkeyp
 
 
 def test_an_export_folder_of_another_converter_is_not_reused(tmp_path, monkeypatch):
-    import edgecnn.export
-    from edgecnn.benchmarks.sweep import ensure_export, zoo_spec
+    import edgecnn.pipelines.export
+    from edgecnn.benchmarks.sweep import zoo_spec
+    from edgecnn.pipelines.bench import ensure_export
 
     placeholder = tmp_path / "placeholder.tflite"
     placeholder.write_bytes(b"TFL3")
     theirs = _export_folder(tmp_path, placeholder, converter="onnx2tf")
     before = sorted(p.name for p in theirs.iterdir())
     calls = []
-    monkeypatch.setattr(edgecnn.export, "export", lambda *a, **k: calls.append(k))
+    monkeypatch.setattr(edgecnn.pipelines.export, "export", lambda *a, **k: calls.append(k))
     spec, _ = zoo_spec("mobilenet_v2", 32, {"alpha": 0.35}, num_classes=10)
     folder = ensure_export(spec, ["float32"], tmp_path, "litert")
     assert folder == tmp_path / "mobilenet_v2_0.35_32_litert" != theirs

@@ -15,7 +15,7 @@ from edgecnn.data import calibration as calib_mod
 from edgecnn.data.calibration import SyntheticCalibrationWarning, calibration_images
 from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError
-from edgecnn.export import canonical_name
+from edgecnn.models import canonical_name
 
 PP = Preprocess(res=64, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
@@ -104,7 +104,7 @@ def test_checkpoint_training_folder_is_preferred_over_photos(tmp_path):
 
 
 def test_checkpoint_dataset_folder_calibrates_from_its_images(tmp_path):
-    from edgecnn.benchmarks.train_fashion_mnist import subset_folder
+    from edgecnn.data.datasets import subset_folder
     from edgecnn.data.datasets import fashion_mnist_dirs, is_idx_folder
 
     if not any(is_idx_folder(d) for d in fashion_mnist_dirs()):
@@ -158,7 +158,7 @@ def test_unwritable_output_folder(cli, tmp_path):
 
 
 def test_interrupt_leaves_no_partial_folder(monkeypatch, tmp_path):
-    import edgecnn.export as export_mod
+    import edgecnn.pipelines.export as export_mod
 
     class Interrupting:
         def convert(self, job, wanted):
@@ -176,7 +176,7 @@ def test_ctrl_c_swallowed_by_a_converter_still_stops_the_export(monkeypatch, tmp
     import os
     import signal
 
-    import edgecnn.export as export_mod
+    import edgecnn.pipelines.export as export_mod
 
     class Swallowing:  # some converter internals catch KeyboardInterrupt and carry on
         def convert(self, job, wanted):

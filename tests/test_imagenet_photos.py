@@ -11,7 +11,7 @@ from edgecnn.data.photos import sample_photos
 from edgecnn.data.transforms import Preprocess
 from edgecnn.labels import imagenet_labels, imagenet_synsets, synset_index
 from edgecnn.paired import mcnemar_p, paired_difference
-from edgecnn.quantize.pipeline import load_eval
+from edgecnn.pipelines.quantize import load_eval
 from edgecnn.quantize.report import kl_divergence
 
 # (WordNet ID, torchvision class index, class name)

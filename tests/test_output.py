@@ -9,7 +9,7 @@ import sys
 import threading
 
 
-from edgecnn.cli.common import print_table
+from edgecnn.console import print_table
 
 FAMILY = "efficientnet_lite"  # the longest names of the zoo (issue 11: cut to `efficientnet_l…`)
 
@@ -89,7 +89,7 @@ def test_bench_table_at_80_columns_keeps_model_runtime_precision_and_median(caps
 
 
 def _report(tmp_path, **over):
-    from edgecnn.export import ExportReport
+    from edgecnn.pipelines.export import ExportReport
 
     out = tmp_path / "exports" / "mobilenet_v1_0.25_64"
     files = [{"name": f"mobilenet_v1_0.25_64_{s}.tflite", "path": str(out / f"mobilenet_v1_0.25_64_{s}.tflite"),
@@ -127,7 +127,7 @@ def test_export_json_lists_the_written_paths(tmp_path, monkeypatch, capsys):
     from edgecnn.cli import export_cmd
 
     report = _report(tmp_path)
-    monkeypatch.setattr("edgecnn.export.export", lambda *a, **k: report)
+    monkeypatch.setattr("edgecnn.pipelines.export.export", lambda *a, **k: report)
     args = export_cmd_args(json_mode=True)
     assert export_cmd.run(args) == 0
     out = json.loads(capsys.readouterr().out)
@@ -147,7 +147,7 @@ def export_cmd_args(json_mode: bool):
 def test_status_shows_elapsed_seconds():
     from rich.console import Console
 
-    from edgecnn.export import _Elapsed
+    from edgecnn.pipelines.export import _Elapsed
 
     elapsed = _Elapsed("[bold]convert[/]: litert")
     elapsed.start -= 12.4  # as if made 12.4 s ago
@@ -162,7 +162,7 @@ def test_spinner_keeps_drawing_while_converter_output_is_captured(tmp_path, monk
     from rich.live import _RefreshThread
 
     from edgecnn.converters.base import captured_output
-    from edgecnn.export import _Stages
+    from edgecnn.pipelines.export import _Stages
 
     master, slave = os.openpty()
     terminal = os.fdopen(slave, "w")

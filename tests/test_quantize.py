@@ -69,7 +69,8 @@ def test_int8_file_is_integer_and_report_is_complete(small_model, tmp_path):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     from edgecnn.quantize.ptq import quantize_pt2e, to_tflite
-    from edgecnn.quantize.report import fidelity_report, write_report
+    from edgecnn.pipelines.quantize import fidelity_report
+    from edgecnn.quantize.report import write_report
 
     pre = Preprocess.for_model(small_model, 64)
     q = quantize_pt2e(small_model, stack(pre, sample_photos(24, seed=0)), method="histogram", progress=False)
@@ -301,7 +302,7 @@ def test_qat_fine_tunes_converts_learned_ranges_and_saves_an_exportable_checkpoi
     assert d["fidelity"]["outputs"]["images"] == 16 and d["fidelity"]["layers"]  # 48 // 3 held back
 
     # the int8 file agrees with the fine-tuned float weights that qat.ckpt holds
-    from edgecnn.checkpoint import load_checkpoint
+    from edgecnn.weights import load_checkpoint
     from edgecnn.converters.tflite_runtime import TFLiteModel
 
     tuned, meta = load_checkpoint(out / "qat.ckpt")

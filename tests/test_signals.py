@@ -59,7 +59,7 @@ def test_handling_restores_handlers_and_keeps_ignored_signals_ignored(catchable_
 
 
 def test_sighup_during_export_is_one_line_129_and_leaves_nothing(cli, monkeypatch, tmp_path, catchable_signals):
-    import edgecnn.export as export_mod
+    import edgecnn.pipelines.export as export_mod
 
     class Hangup:
         def convert(self, job, wanted):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from edgecnn.checkpoint import load_checkpoint
+from edgecnn.weights import load_checkpoint
 from edgecnn.data.augment import TrainTransform
 from edgecnn.data.datasets import FASHION_MNIST_CLASSES, open_dataset, sample_images
 from edgecnn.data.transforms import Preprocess

@@ -142,7 +142,7 @@ def test_malformed_checkpoint_metadata_is_one_line_and_writes_nothing(cli, tmp_p
 
 
 def test_huge_alpha_in_metadata_is_refused_before_any_allocation(tmp_path):
-    from edgecnn.checkpoint import load_checkpoint
+    from edgecnn.weights import load_checkpoint
 
     meta = {**GOOD_META, "model": "mobilenet_v1", "knobs": {"alpha": 1e9}, "in_chans": 3,
             "preprocess": {"res": 32, "mean": [0.5] * 3, "std": [0.25] * 3, "in_chans": 3}}
@@ -280,7 +280,7 @@ def test_a_zip_bomb_label_file_is_refused_without_inflating_it(cli, tmp_path):
 # ---------------------------------------------------------------- output and internal errors
 
 def test_json_output_is_strict_json_with_null_for_non_finite_numbers(capsys):
-    from edgecnn.cli.common import emit_json
+    from edgecnn.console import emit_json
 
     emit_json({"loss": math.nan, "rows": [math.inf, -math.inf, 1.5, np.float32("nan")], "n": 3})
     out = capsys.readouterr().out

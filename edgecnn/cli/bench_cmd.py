@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from edgecnn import limits as L
-from edgecnn.cli.common import ALPHA_HINT, add_wide_arg, bounded, emit_json
+from edgecnn.cli.common import ALPHA_HINT, add_wide_arg, bounded
+from edgecnn.console import emit_json
 from edgecnn.errors import EdgeCNNError
 
 EPILOG = """examples:
@@ -141,8 +142,8 @@ def _is_path(text: str) -> bool:
 
 
 def _local_points(args, threads, protocol) -> list[dict]:
-    from edgecnn.benchmarks.sweep import (MODEL_SUFFIXES, ensure_export, knob_grid, points_for_files,
-                                          read_export_dir, zoo_spec)
+    from edgecnn.benchmarks.sweep import MODEL_SUFFIXES, knob_grid, points_for_files, read_export_dir, zoo_spec
+    from edgecnn.pipelines.bench import ensure_export
 
     points: list[dict] = []
     for item in args.inputs:

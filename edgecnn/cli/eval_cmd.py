@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from edgecnn import limits as L
-from edgecnn.cli.common import add_wide_arg, bounded, emit_json, print_table
+from edgecnn.cli.common import add_wide_arg, bounded
+from edgecnn.console import emit_json, print_table
 from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError
 
@@ -139,8 +140,8 @@ def run_eval(args: argparse.Namespace) -> int:
             predict = lambda pixels: np.log(np.maximum(probs(pixels), PROB_FLOOR))  # noqa: E731
         kind = "tflite"
     else:
-        from edgecnn.checkpoint import load_checkpoint
-        from edgecnn.train.trainer import resolve_device
+        from edgecnn.weights import load_checkpoint
+        from edgecnn.train.device import resolve_device
 
         model, meta = load_checkpoint(path)
         train_cfg = meta.extra.get("train_config") or {}

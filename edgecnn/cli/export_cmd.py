@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from edgecnn import limits as L
-from edgecnn.cli.common import (add_model_args, add_wide_arg, bounded, emit_json, human_bytes, human_count, model_knobs,
-                                print_table)
+from edgecnn.cli.common import add_model_args, add_wide_arg, bounded, model_knobs
+from edgecnn.console import emit_json, human_bytes, human_count, print_table
 from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS, MIN_CALIB_IMAGES
 
 EPILOG = """examples:
@@ -84,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgecnn.errors import VerificationError
-    from edgecnn.export import export
+    from edgecnn.pipelines.export import export
 
     try:
         report = export(args.model, **model_knobs(args), res=args.res, num_classes=args.num_classes,

@@ -6,8 +6,8 @@ import argparse
 
 import torch
 
-from edgecnn.cli.common import (add_model_args, add_wide_arg, emit_json, human_bytes, human_count, model_knobs,
-                                print_table)
+from edgecnn.cli.common import add_model_args, add_wide_arg, model_knobs
+from edgecnn.console import emit_json, human_bytes, human_count, print_table
 from edgecnn.models import create_model, get_spec, list_aliases, list_models
 from edgecnn.stats import model_stats
 

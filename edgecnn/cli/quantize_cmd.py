@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from typing import Any
 
 from edgecnn import limits as L
-from edgecnn.cli.common import add_model_args, add_wide_arg, bounded, emit_json, human_bytes, model_knobs
+from edgecnn.cli.common import add_model_args, add_wide_arg, bounded, model_knobs
+from edgecnn.console import emit_json, human_bytes
 from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS
 
 EPILOG = """examples:
@@ -52,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="evaluation images to use (default 100); e.g. --eval-samples 500")
     p.add_argument("--method", default=DEFAULT_METHOD,
                    help=f"activation ranges: {', '.join(METHODS)} or auto (default {DEFAULT_METHOD}: "
-                        "closest to float on held-out photos, see benchmarks/quantize_fidelity.py); "
+                        "closest to float on held-out photos, see benchmarks/studies/quantize_fidelity.py); "
                         "e.g. --method auto")
     p.add_argument("--cle", action=argparse.BooleanOptionalAction, default=None,
                    help="cross-layer equalisation first (Nagel et al. 2019; ReLU6 between equalised "
@@ -89,8 +92,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgecnn.quantize.pipeline import quantize
-    from edgecnn.quantize.report import print_report
+    from edgecnn.pipelines.quantize import quantize
 
     result = quantize(args.model, calib_data=args.calib_data, eval_data=args.eval_data, method=args.method,
                       cle=args.cle, bias_correction=args.bias_correction, keep_float=args.keep_float,
@@ -134,3 +136,33 @@ def run(args: argparse.Namespace) -> int:
               f"{m['int8_latency_ms']:.2f} ms, agreement {100 * m['outputs']['top1_agreement']:.1f}%")
     print(f"report: {', '.join(result.files.values())}")
     return 0
+
+
+def _fmt(x: float) -> str:
+    return "inf" if math.isinf(x) else f"{x:.1f}"
+
+
+def print_report(report: Any, top: int = 12, wide: bool = False) -> None:
+    """Rich tables for people: the output metrics, then the ``top`` worst layers (``wide``: every column)."""
+    from edgecnn.console import print_table
+
+    o = report.outputs
+    rows = [("top-1 agreement int8 vs float", f"{100 * o['top1_agreement']:.1f}% of {o['images']} images"),
+            ("logit cosine (mean / min)", f"{o['cosine']:.4f} / {o['cosine_min']:.4f}"),
+            ("logit SQNR", f"{_fmt(o['sqnr_db'])} dB")]
+    if "float_top1" in o:
+        rows += [("top-1 float -> int8", f"{100 * o['float_top1']:.1f}% -> {100 * o['int8_top1']:.1f}%"),
+                 ("top-5 float -> int8", f"{100 * o['float_top5']:.1f}% -> {100 * o['int8_top5']:.1f}%")]
+        c = o["top1_change"]
+        rows += [("top-1 change (paired)", f"{c['diff']:+.1f} points, {100 * c['confidence']:.0f}% CI "
+                                           f"[{c['low']:+.1f}, {c['high']:+.1f}]; {c['a_only']} lost, "
+                                           f"{c['b_only']} gained")]
+    rows += [("logit KL float || int8", f"{o['kl_divergence']:.4f} nats")]
+    print_table(f"int8 fidelity: {report.model}, method {report.method}, {report.calib_images} calibration "
+                "images", ("measure", "value"), rows, wide=wide)
+    if report.layers:
+        worst = sorted(report.layers, key=lambda l: -l.loss_db)[:top]
+        print_table(f"layers that lost the most (of {len(report.layers)}; SQNR over {report.layer_images} images)",
+                    ("layer", "op", "SQNR dB", "lost here dB"),
+                    [(l.name, l.op, _fmt(l.sqnr_db), f"{l.loss_db:.1f}") for l in worst],
+                    justify=("left", "left", "right", "right"), optional=["op"], wide=wide)

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from edgecnn import limits as L
-from edgecnn.cli.common import add_model_args, add_wide_arg, bounded, emit_json, model_knobs, print_table
+from edgecnn.cli.common import add_model_args, add_wide_arg, bounded, model_knobs
+from edgecnn.console import emit_json, print_table
 from edgecnn.errors import EdgeCNNError
 
 EPILOG = """examples:

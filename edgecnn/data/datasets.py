@@ -153,6 +153,23 @@ def is_idx_folder(folder: Path) -> bool:
     return folder.is_dir() and _idx_file(folder, IDX_FILES["train"][0]) is not None
 
 
+def _write_idx(path: Path, arr: np.ndarray) -> None:
+    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes(), compresslevel=1))
+
+
+def subset_folder(dst: Path, n_train: int, n_test: int) -> Path:
+    """The first ``n_train``/``n_test`` Fashion-MNIST images as an IDX folder ``dst`` (short runs, tests)."""
+    src = next((d for d in fashion_mnist_dirs() if is_idx_folder(d)), None)
+    if src is None:
+        raise EdgeCNNError("Fashion-MNIST not found: apt-get install dataset-fashion-mnist")
+    dst.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        for kind in ("images-idx3", "labels-idx1"):
+            _write_idx(dst / f"{split}-{kind}-ubyte.gz", read_idx(src / f"{split}-{kind}-ubyte.gz")[:n])
+    return dst
+
+
 def load_idx_folder(folder: Path, classes: Iterable[str] | None = None) -> dict[str, Split]:
     """The train and test splits of an MNIST-style folder (images are 1-channel)."""
     splits = {}

@@ -10,6 +10,7 @@ from edgecnn.models import convnext  # noqa: F401,I001
 from edgecnn.models.registry import (
     ModelConfig,
     ModelSpec,
+    canonical_name,
     create_model,
     default_res,
     get_spec,
@@ -17,5 +18,5 @@ from edgecnn.models.registry import (
     list_models,
 )
 
-__all__ = ["ModelConfig", "ModelSpec", "create_model", "default_res", "get_spec", "list_aliases",
+__all__ = ["ModelConfig", "ModelSpec", "canonical_name", "create_model", "default_res", "get_spec", "list_aliases",
            "list_models"]

@@ -88,6 +88,22 @@ class ModelConfig:
         return get_spec(self.name)
 
 
+def canonical_name(config: ModelConfig, res: int) -> str:
+    """``mobilenet_v1_0.50_160``: model name, knob values (alpha as ``%.2f``), resolution.
+
+    The scaling knobs (alpha, phi) always appear; other knobs (e.g. ``aux_logits``) only when they
+    differ from the model's default.
+    """
+    parts = [config.name]
+    defaults = config.spec.tunable
+    for key, value in config.knobs.items():
+        if key not in ("alpha", "phi") and value == defaults.get(key):
+            continue
+        text = f"{value:.2f}" if isinstance(value, float) else str(value)
+        parts.append(text if key == "alpha" else f"{key}{text}")
+    return "_".join(parts + [str(res)])
+
+
 _REGISTRY: dict[str, ModelSpec] = {}
 _ALIASES: dict[str, str] = {}
 
@@ -150,12 +166,12 @@ def default_res(name: str, **user_knobs: Any) -> int:
 
 
 def create_model(name: str, *, num_classes: int | None = None, in_chans: int | None = None,
-                 weights: str | None = None, **knobs: Any) -> nn.Module:
-    """Build a zoo model by name.
+                 **knobs: Any) -> nn.Module:
+    """Build a zoo model by name, randomly initialised (weights: :func:`edgecnn.create_model`).
 
     ``num_classes`` and ``in_chans`` default to the variant's own (1000 and 3 for ImageNet models,
-    10 and 1 for LeNet-5). ``knobs`` are the family's scaling arguments (``alpha`` for MobileNets, ``phi`` for EfficientNet,
-    ...); ``weights`` is ``"imagenet"``, a local file path, or ``None`` for random initialisation.
+    10 and 1 for LeNet-5). ``knobs`` are the family's scaling arguments (``alpha`` for MobileNets,
+    ``phi`` for EfficientNet, ``aux_logits`` for GoogLeNet, ...: ``ModelSpec.tunable``).
     """
     spec = get_spec(name)
     num_classes = NUM_CLASSES.check(spec.default_num_classes if num_classes is None else num_classes)
@@ -165,16 +181,12 @@ def create_model(name: str, *, num_classes: int | None = None, in_chans: int | N
     res = spec.res_for(resolved) if spec.res_for else spec.default_res
     model.edgecnn_config = ModelConfig(
         name=spec.name, family=spec.family, num_classes=num_classes, in_chans=in_chans,
-        default_res=res, knobs=resolved, mean=spec.mean if in_chans == 3 else _channel_stats(spec.mean, in_chans),
-        std=spec.std if in_chans == 3 else _channel_stats(spec.std, in_chans), crop_pct=spec.crop_pct)
-    if weights is not None:
-        from edgecnn.weights import load_weights  # local import: weights pulls in hashing/network code
-
-        load_weights(model, weights)
+        default_res=res, knobs=resolved, mean=spec.mean if in_chans == 3 else channel_stats(spec.mean, in_chans),
+        std=spec.std if in_chans == 3 else channel_stats(spec.std, in_chans), crop_pct=spec.crop_pct)
     return model
 
 
-def _channel_stats(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
+def channel_stats(values: tuple[float, ...], in_chans: int) -> tuple[float, ...]:
     """Per-channel normalisation for a non-RGB input: the mean of the RGB values, repeated."""
     mean = sum(values) / len(values)
     return tuple(round(mean, 4) for _ in range(in_chans))

@@ -222,7 +222,7 @@ def session(device: str) -> Iterator[Dist]:
 
 def _device_kind(device: str) -> str:
     """``cpu`` or ``cuda``: the device types with a process-group backend (gloo, NCCL)."""
-    from edgecnn.train.trainer import resolve_device  # (the trainer imports this module)
+    from edgecnn.train.device import resolve_device
 
     kind = resolve_device(device).type
     if kind not in ("cpu", "cuda"):

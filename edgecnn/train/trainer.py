@@ -40,6 +40,7 @@ from edgecnn.models import create_model, get_spec
 from edgecnn.schema import Doc
 from edgecnn.signals import Interrupted, exit_status, handling
 from edgecnn.train import distributed
+from edgecnn.train.device import resolve_device
 from edgecnn.train.config import TrainConfig
 from edgecnn.train.evaluate import EvalResult, evaluate, torch_predictor
 from edgecnn.train.health import chance_top1, training_warnings
@@ -91,23 +92,6 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------- setup helpers
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then CPU; a named device must exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as exc:
-        raise EdgeCNNError(f"unknown device {name!r}: {exc}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise EdgeCNNError("--device cuda asked for, but PyTorch sees no CUDA GPU")
-    return device
-
 
 def train_transform(cfg: TrainConfig, preprocess: Preprocess) -> TrainTransform:
     """The augmentation ``cfg`` asks for, ending in ``preprocess``'s normalisation."""
@@ -521,7 +505,7 @@ class _Run:
     def _finish(self) -> TrainResult:
         test = None
         if "test" in self.data.splits and not self.data.val_is_test and self.dist.main:
-            from edgecnn.checkpoint import load_checkpoint
+            from edgecnn.weights import load_checkpoint
 
             best, meta = load_checkpoint(self.out / BEST)
             best.to(self.device)

@@ -8,7 +8,7 @@ Runtimes: LiteRT (XNNPACK) at 1 and 2 threads; ONNX Runtime CPU fp32 and PyTorch
 complete export folders), ``reference.csv``, ``reference.png`` (latency vs MACs), ``reference.md``
 (the README table) and ``machine.json``. Run it on a quiet machine::
 
-    nice python -m edgecnn.benchmarks.reference_results [--out benchmarks/results] [--exports-dir exports/reference]
+    nice python benchmarks/studies/reference_results.py [--out benchmarks/results] [--exports-dir exports/reference]
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from itertools import product
 from pathlib import Path
 
 from edgecnn.benchmarks.measure import Protocol, machine_info
-from edgecnn.benchmarks.sweep import (ensure_export, plot, points_for_files, read_export_dir, run_sweep,
-                                      sort_rows, write_csv, zoo_spec)
+from edgecnn.benchmarks.sweep import (plot, points_for_files, read_export_dir, run_sweep, sort_rows, write_csv,
+                                      zoo_spec)
+from edgecnn.pipelines.bench import ensure_export
 from edgecnn.errors import EdgeCNNError
 from edgecnn.io import write_text
 
@@ -60,7 +61,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgecnn.benchmarks.reference_results",
+    parser = argparse.ArgumentParser(prog="python benchmarks/studies/reference_results.py",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="default benchmarks/results")
     parser.add_argument("--exports-dir", type=Path, default=Path("exports/reference"),
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         write_text(args.out / "reference.md", markdown(rows))
         write_text(args.out / "machine.json", json.dumps(
             {"machine": machine_info(), "protocol": protocol.to_dict(),
-             "command": "python -m edgecnn.benchmarks.reference_results " + " ".join(argv or sys.argv[1:])},
+             "command": "python benchmarks/studies/reference_results.py " + " ".join(argv or sys.argv[1:])},
             indent=2) + "\n")
     except EdgeCNNError as exc:
         print(f"reference_results: error: {exc}", file=sys.stderr)

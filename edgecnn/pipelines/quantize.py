@@ -6,7 +6,7 @@
    that folder that were *not* picked for calibration are held back for evaluation.
 3. Optional cross-layer equalisation / bias correction (:mod:`edgecnn.quantize.equalize`) and
    ``--method auto`` (:func:`edgecnn.quantize.ptq.choose_method`).
-4. :func:`edgecnn.export.export` writes, verifies and measures the int8 ``.tflite`` files.
+4. :func:`edgecnn.pipelines.export.export` writes, verifies and measures the int8 ``.tflite`` files.
 5. :func:`edgecnn.quantize.report.fidelity_report` compares the int8 file with float on the
    evaluation images; the per-layer table comes from the same recipe on the same calibration
    images in the same order (PT2E is deterministic), so it describes the file.
@@ -47,7 +47,7 @@ class EvalSet:
 class QuantizeResult:
     """What :func:`quantize` made: the export report, the fidelity report and the choices."""
 
-    export: Any  # edgecnn.export.ExportReport
+    export: Any  # edgecnn.pipelines.export.ExportReport
     fidelity: Any  # edgecnn.quantize.report.FidelityReport
     method: str
     auto_scores: list[dict] = field(default_factory=list)
@@ -57,7 +57,7 @@ class QuantizeResult:
     qat: dict | None = None
 
     def to_dict(self) -> dict:
-        from edgecnn.quantize.report import finite
+        from edgecnn.console import finite
 
         return finite({"method": self.method, "auto_scores": self.auto_scores, "equalize": self.equalize,
                        "qat": self.qat, "fidelity": self.fidelity.to_dict(), "mixed_precision": self.mixed,
@@ -178,21 +178,22 @@ def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: st
              knobs: dict | None = None, qat_epochs: int = 0, train_data: str | Path | None = None,
              qat_lr: float | None = None, qat_batch_size: int | None = None,
              progress: bool = True) -> QuantizeResult:
-    """Quantise to full int8 through :func:`edgecnn.export.export` and report its fidelity.
+    """Quantise to full int8 through :func:`edgecnn.pipelines.export.export` and report its fidelity.
 
     ``cle``/``bias_correction`` None (default): on for trained models (the most faithful recipe
-    measured, ``benchmarks/quantize_fidelity.py``), off for random weights and with QAT.
+    measured, ``benchmarks/studies/quantize_fidelity.py``), off for random weights and with QAT.
     ``qat_epochs`` > 0: quantisation-aware fine-tuning (:mod:`edgecnn.quantize.qat`) on
     ``train_data`` (default: the checkpoint's training data) replaces calibrated ranges by learned
     ones; the fine-tuned model is also saved as ``qat.ckpt`` in the output folder.
     """
     from edgecnn.converters.base import ConvertJob, captured_output
     from edgecnn.data.calibration import calibration_images
-    from edgecnn.export import build_model, canonical_name, export, latency_ms
+    from edgecnn.models import canonical_name
+    from edgecnn.pipelines.export import build_model, export, latency_ms
     from edgecnn.quantize.equalize import equalize_model
     from edgecnn.quantize.ptq import (MIN_AUTO_IMAGES, MIN_CALIB_IMAGES, check_method, choose_method,
                                       quantize_pt2e, to_tflite, unquantized_layers)
-    from edgecnn.quantize.report import fidelity_report, output_metrics, write_report
+    from edgecnn.quantize.report import output_metrics, write_report
 
     if method != "auto":
         check_method(method)
@@ -333,3 +334,28 @@ def save_qat_checkpoint(model: Any, meta: Any, preprocess: Preprocess, tuned: An
     return save_checkpoint(folder / "qat.ckpt", target, CheckpointMeta(
         model=base.model, knobs=base.knobs, num_classes=base.num_classes, in_chans=base.in_chans,
         preprocess=base.preprocess, labels=base.labels or labels, data=tuned.data, extra=extra))
+
+
+def fidelity_report(model: Any, q: Any, tflite: bytes | str | Path, pixels: np.ndarray, preprocess: Preprocess,
+                    labels: Sequence[int] | None = None, *, graph_inputs: Any = None,
+                    layer_images: int = 8, progress: bool = True, name: str | None = None) -> Any:
+    """The fidelity report of the int8 ``tflite`` (quantised as ``q``) against float ``model``.
+
+    ``pixels`` (N, H, W, C uint8, resized and cropped) are evaluation images that did not
+    calibrate ``q``; the file gets them as an app would (``TFLiteModel.predict_pixels``), the float
+    model normalised with ``preprocess``. ``graph_inputs`` are the same images as ``q``'s graphs
+    take them (default: normalised NCHW); the per-layer table uses the first ``layer_images``.
+    """
+    from edgecnn.converters.tflite_runtime import TFLiteModel
+    from edgecnn.quantize.equalize import predict
+    from edgecnn.quantize.report import FidelityReport, layer_sqnr, output_metrics
+
+    ref = predict(model.eval(), preprocess.normalize(pixels)).numpy()
+    out = TFLiteModel(tflite).predict_pixels(pixels, preprocess)
+    metrics = output_metrics(ref, out, None if labels is None else np.asarray(labels))
+    inputs = preprocess.normalize(pixels) if graph_inputs is None else graph_inputs
+    layers = layer_sqnr(q, inputs[:layer_images], progress) if layer_images > 0 else []
+    cfg = getattr(model, "edgecnn_config", None)
+    return FidelityReport(model=name or (cfg.name if cfg else type(model).__name__), method=q.method,
+                          calib_images=q.calib_images, outputs=metrics, layers=layers,
+                          layer_images=min(layer_images, int(len(pixels))))

@@ -7,7 +7,7 @@
    three times (median of the round medians).
 3. The fastest CPU path edgecnn finds for MobileNetV2 1.0/224 at that thread count, and which it is.
 
-    python -m edgecnn.benchmarks.bench_goals [--model M_int8.tflite] [--threads 2] [--runs 100] [--json]
+    python benchmarks/studies/bench_goals.py [--model M_int8.tflite] [--threads 2] [--runs 100] [--json]
 
 The files are exported (random weights: latency and size are real, accuracy is
 not measured here) into ``--exports-dir``, or reused from there; ``--model`` replaces the int8 file
@@ -24,8 +24,8 @@ from pathlib import Path
 from edgecnn.benchmarks.crosscheck import crosscheck
 from edgecnn.benchmarks.measure import Protocol
 from edgecnn.benchmarks.runtimes import run_point
-from edgecnn.benchmarks.sweep import (ensure_export, fastest, points_for_files, read_export_dir,
-                                      run_sweep, zoo_spec)
+from edgecnn.benchmarks.sweep import fastest, points_for_files, read_export_dir, run_sweep, zoo_spec
+from edgecnn.pipelines.bench import ensure_export
 from edgecnn.errors import EdgeCNNError
 
 REPEATABILITY_GOAL = 0.05
@@ -44,7 +44,7 @@ def repeatability(model: Path, threads: int, runs: int, repeats: int = 3) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgecnn.benchmarks.bench_goals",
+    parser = argparse.ArgumentParser(prog="python benchmarks/studies/bench_goals.py",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, help="int8 MobileNetV2 1.0/224 .tflite (default: export one)")
     parser.add_argument("--exports-dir", type=Path, default=Path("exports"), help="default exports/")

@@ -21,7 +21,6 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -29,13 +28,13 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from torch import nn
 
-from edgecnn.converters.base import (IO_TYPES, LAYOUTS, PRECISIONS, SCORES, ConvertJob, captured_output,
-                                     variants, with_scores)
+from edgecnn.converters.base import IO_TYPES, LAYOUTS, PRECISIONS, ConvertJob, captured_output, variants
 from edgecnn.data.calibration import calibration_images
 from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError, VerificationError
 from edgecnn.io import atomic_dir, check_output_dir, write_text
 from edgecnn.signals import Interrupted, handling
+from edgecnn.wrappers import SCORES, with_scores
 
 CONVERTERS = ("litert", "onnx2tf")
 DEFAULT_CALIB_SAMPLES = 32
@@ -79,22 +78,6 @@ class ExportReport:
         return all(f["verification"] is None or f["verification"]["passed"] for f in self.files)
 
 
-def canonical_name(config: Any, res: int) -> str:
-    """``mobilenet_v1_0.50_160``: model name, knob values (alpha as ``%.2f``), resolution.
-
-    The scaling knobs (alpha, phi) always appear; other knobs (e.g. ``aux_logits``) only when they
-    differ from the model's default.
-    """
-    parts = [config.name]
-    defaults = config.spec.tunable
-    for key, value in config.knobs.items():
-        if key not in ("alpha", "phi") and value == defaults.get(key):
-            continue
-        text = f"{value:.2f}" if isinstance(value, float) else str(value)
-        parts.append(text if key == "alpha" else f"{key}{text}")
-    return "_".join(parts + [str(res)])
-
-
 def _parse_list(value: str | Sequence[str], allowed: Sequence[str], what: str) -> list[str]:
     items = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
     bad = [v for v in items if v not in allowed]
@@ -110,8 +93,9 @@ def build_model(model_or_name: str | nn.Module | Path, knobs: dict, weights: str
     ``meta``: with a built module, the checkpoint metadata it came from (labels, normalisation, data).
     Returns (model, checkpoint meta or None, weights description, trained?).
     """
-    from edgecnn.checkpoint import is_checkpoint, load_checkpoint, read_meta
-    from edgecnn.models import create_model, get_spec
+    from edgecnn.checkpoint import is_checkpoint, read_meta
+    from edgecnn.models import get_spec
+    from edgecnn.weights import create_model, load_checkpoint
 
     if isinstance(model_or_name, nn.Module):
         if not hasattr(model_or_name, "edgecnn_config"):
@@ -309,6 +293,7 @@ def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: fl
             calib_method: str, pixel_input: bool, out: Any, verify: bool, c_array: bool, measure: bool,
             verbose: bool, meta: Any, quantized: Any, scores: str) -> ExportReport:
     """:func:`export` after its arguments are checked."""
+    from edgecnn.models import canonical_name
     from edgecnn.stats import model_stats
 
     with stages("build", "model, parameters and MACs"):
@@ -445,14 +430,3 @@ def _file_entry(out_dir: Path, path: Path, converted: Any, verification: Any, me
         "latency_method": (f"median of {LATENCY_RUNS} invokes, {LATENCY_THREADS} threads, ai-edge-litert"
                            if measure else None),
     }
-
-
-class _CallableModule(types.ModuleType):
-    """Importing ``edgecnn.export`` binds the module to the name ``edgecnn.export``, shadowing the
-    function that ``edgecnn/__init__`` re-exports; calling the module calls :func:`export`."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> ExportReport:
-        return export(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -8,9 +8,9 @@ Part 2: MobileNetV2 1.0 at 224 with torchvision's ImageNet weights, full int8 (f
 both back ends in one run: conversion time and top-1 agreement of int8 with PyTorch float on the
 real photos available (scikit-image/scikit-learn photos, extended by seeded random crops).
 
-    python benchmarks/export_speed.py                      # both parts
-    python benchmarks/export_speed.py --part 1
-    python benchmarks/export_speed.py --part 2 --weights ~/.cache/edgecnn/test-assets/mobilenet_v2-b0353104.pth
+    python benchmarks/studies/export_speed.py                      # both parts
+    python benchmarks/studies/export_speed.py --part 1
+    python benchmarks/studies/export_speed.py --part 2 --weights ~/.cache/edgecnn/test-assets/mobilenet_v2-b0353104.pth
 """
 
 from __future__ import annotations

@@ -17,9 +17,9 @@ Writes ``--results`` (default benchmarks/results/train_fashion_mnist.json) and t
 ``--out``. Throughputs are images/s; times are seconds of the training loop (evaluation excluded).
 Numbers are only meaningful on an otherwise idle machine: the load average is recorded.
 
-    .venv/bin/python benchmarks/train_fashion_mnist.py --out runs/bench-fmnist --models mobilenet_v2 \
+    .venv/bin/python benchmarks/studies/train_fashion_mnist.py --out runs/bench-fmnist --models mobilenet_v2 \
         --epochs 18 --workers 0     # the measured run: 18 epochs fit the 15 minutes with room to spare
-    .venv/bin/python benchmarks/train_fashion_mnist.py --out /tmp/b --models mobilenet_v2 --epochs 1 \\
+    .venv/bin/python benchmarks/studies/train_fashion_mnist.py --out /tmp/b --models mobilenet_v2 --epochs 1 \\
         --limit-train 6000   # a smoke run
 """
 
@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgecnn.data.datasets import FASHION_MNIST_CLASSES, fashion_mnist_dirs, is_idx_folder, read_idx
+from edgecnn.data.datasets import FASHION_MNIST_CLASSES, subset_folder
 from edgecnn.io import write_text
 
 # The recipe, from short trials on this shared CPU (12,000 training images, 3 epochs, test on 3,000;
@@ -61,23 +61,6 @@ COMMON = {"res": 48, "batch_size": 128, "warmup_epochs": 0.3, "label_smoothing":
           "hflip": True, "ema_decay": 0.998, "seed": 0}
 GOAL_TOP1, GOAL_MINUTES, GOAL_LOOP_RATIO = 0.92, 15.0, 0.95
 PROBE_BATCHES = 100  # per loop-overhead run; its images/s also sizes the epochs that fit the budget
-
-
-def _write_idx(path: Path, arr: np.ndarray) -> None:
-    header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
-    path.write_bytes(gzip.compress(header + arr.astype(np.uint8).tobytes(), compresslevel=1))
-
-
-def subset_folder(dst: Path, n_train: int, n_test: int) -> Path:
-    """The first ``n_train``/``n_test`` Fashion-MNIST images as an IDX folder (for short measurements)."""
-    src = next((d for d in fashion_mnist_dirs() if is_idx_folder(d)), None)
-    if src is None:
-        sys.exit("Fashion-MNIST not found: apt-get install dataset-fashion-mnist")
-    dst.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        for kind in ("images-idx3", "labels-idx1"):
-            _write_idx(dst / f"{split}-{kind}-ubyte.gz", read_idx(src / f"{split}-{kind}-ubyte.gz")[:n])
-    return dst
 
 
 def config(model: str, data: str, out: Path, epochs: int, workers: int, alpha: float | None = None):  # noqa: ANN201
@@ -204,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="folder for the runs and checkpoints")
-    p.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "train_fashion_mnist.json",
+    p.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "train_fashion_mnist.json",
                    help="the JSON report (default benchmarks/results/train_fashion_mnist.json)")
     p.add_argument("--models", default="mobilenet_v2,mobilenet_v1,squeezenet1_1",
                    help="comma list among " + ", ".join(RECIPES))

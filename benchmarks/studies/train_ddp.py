@@ -13,7 +13,7 @@ evaluation and checkpoints included) and top-1 on the first ``--test-images`` of
 the same epochs. The configurations run alternately (A B B A ...) so that the load of a shared machine falls
 on both alike; the load average is recorded around every run.
 
-    python -m edgecnn.benchmarks.train_ddp --out /tmp/ddp-bench --train-images 3000 --test-images 2000 \
+    python benchmarks/studies/train_ddp.py --out /tmp/ddp-bench --train-images 3000 --test-images 2000 \
         --epochs 2 --repeats 2
 """
 
@@ -61,17 +61,17 @@ def run_once(name: str, data: Path, epochs: int, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edgecnn.benchmarks.train_ddp",
+    p = argparse.ArgumentParser(prog="python benchmarks/studies/train_ddp.py",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("runs/bench-ddp"), help="runs and data subset go here")
     p.add_argument("--train-images", type=int, default=3000, help="first N training images (default 3000)")
     p.add_argument("--test-images", type=int, default=2000, help="first N test images (default 2000)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2, help="runs of each configuration, alternated")
-    p.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "train_ddp.json")
+    p.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "train_ddp.json")
     args = p.parse_args(argv)
 
-    from edgecnn.benchmarks.train_fashion_mnist import subset_folder
+    from edgecnn.data.datasets import subset_folder
 
     data = subset_folder(args.out / "data", args.train_images, args.test_images)
     names = list(CONFIGS)
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     one, two = (summary[n]["median_train_images_per_s"] for n in names)
     result = {
         "benchmark": "edgecnn train: 1 process (2 threads) vs --nproc 2 (DDP over gloo, 1 thread each)",
-        "command": "python -m edgecnn.benchmarks.train_ddp " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/studies/train_ddp.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "recipe": RECIPE, "train_images": args.train_images, "test_images": args.test_images, "epochs": args.epochs,
         "machine": {**machine_info(), "torch": torch.__version__,
                     "note": "the configurations alternate, so a load from other jobs falls on both alike; "

@@ -1,6 +1,6 @@
 """Post-training int8 vs quantisation-aware training on a Fashion-MNIST checkpoint, on all 10,000 test images.
 
-For one edgecnn checkpoint trained on Fashion-MNIST (e.g. from ``benchmarks/train_fashion_mnist.py``):
+For one edgecnn checkpoint trained on Fashion-MNIST (e.g. from ``benchmarks/studies/train_fashion_mnist.py``):
 
 1. ``edgecnn quantize CKPT --calib-data CALIB`` (post-training, the default recipe) and
    ``edgecnn quantize CKPT --calib-data CALIB --qat-epochs N`` (fine-tuning on the checkpoint's own
@@ -12,7 +12,7 @@ For one edgecnn checkpoint trained on Fashion-MNIST (e.g. from ``benchmarks/trai
 Writes ``--results`` (default benchmarks/results/qat_fashion_mnist.json): top-1 per file, the cost in
 points against float, seconds per step, and the commands. Run on an idle machine:
 
-    .venv/bin/python benchmarks/qat_fashion_mnist.py runs/bench-fmnist/mobilenet_v1/last.ckpt --out /tmp/qat
+    .venv/bin/python benchmarks/studies/qat_fashion_mnist.py runs/bench-fmnist/mobilenet_v1/last.ckpt --out /tmp/qat
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True, help="folder for the exports")
     p.add_argument("--qat-epochs", type=int, default=1, help="QAT epochs (default 1)")
     p.add_argument("--qat-lr", type=float, default=1e-4, help="QAT peak learning rate (default 1e-4)")
-    p.add_argument("--results", type=Path, default=Path(__file__).parent / "results" / "qat_fashion_mnist.json")
+    p.add_argument("--results", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "qat_fashion_mnist.json")
     args = p.parse_args(argv)
     calib = calibration_folder(args.out / "calib", 300)
     rows, commands = [], []

@@ -18,9 +18,9 @@ With ``--checkpoint CKPT --eval-data DATA`` (an edgecnn checkpoint and a labelle
 trained model, calibrating on the training split, and reports float and int8 top-1 on the test
 split (all of it unless ``--eval-samples``).
 
-    nice python benchmarks/quantize_fidelity.py --parts methods,counts,tflite
-    python benchmarks/quantize_fidelity.py --parts latency --out benchmarks/results/int8_latency.json
-    nice python benchmarks/quantize_fidelity.py --checkpoint runs/fmnist_v2/best.ckpt --eval-data fashion-mnist
+    nice python benchmarks/studies/quantize_fidelity.py --parts methods,counts,tflite
+    python benchmarks/studies/quantize_fidelity.py --parts latency --out benchmarks/results/int8_latency.json
+    nice python benchmarks/studies/quantize_fidelity.py --checkpoint runs/fmnist_v2/best.ckpt --eval-data fashion-mnist
 
 Results: printed, and saved to ``benchmarks/results/quantize_fidelity*.json``.
 """
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 DEFAULT_WEIGHTS = Path.home() / ".cache" / "edgecnn" / "test-assets" / "mobilenet_v2-b0353104.pth"
 RECIPES = {  # name -> (activation method, cross-layer equalisation, bias correction)
     "minmax": ("minmax", False, False),
@@ -156,7 +156,7 @@ def run_photos(args) -> dict:
 
 
 def run_checkpoint(args) -> dict:
-    from edgecnn.checkpoint import load_checkpoint
+    from edgecnn.weights import load_checkpoint
     from edgecnn.data.datasets import open_dataset
     from edgecnn.data.transforms import stack
     from edgecnn.quantize.equalize import predict
@@ -257,7 +257,7 @@ def main() -> None:
                "torch": torch.__version__}
     out = args.out or RESULTS / ("quantize_fidelity_" + (args.checkpoint.stem if args.checkpoint else "mobilenet_v2") + ".json")
     from edgecnn.io import write_text
-    from edgecnn.quantize.report import finite
+    from edgecnn.console import finite
 
     write_text(out, json.dumps(finite(result), indent=2) + "\n")
     print(f"saved {out}")
