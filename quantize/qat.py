@@ -130,39 +130,31 @@ def _top1(predict: Any, loader: Any, preprocess: Preprocess, batch: int) -> floa
     return right / max(seen, 1)
 
 
-def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs: int, lr: float = DEFAULT_LR,
-                 batch_size: int = DEFAULT_BATCH, layout: str = "nhwc", labels: list[str] | None = None,
-                 train_config: dict | None = None, workers: int = 0, seed: int = 0,
-                 progress: bool = True) -> QATResult:
-    """Fine-tune ``model`` for ``epochs`` with fake-quantised int8 weights and activations.
+@dataclass
+class _QATData:
+    """What QAT trains and validates on: loaders, the augmentation and the label smoothing used."""
 
-    ``data`` is what ``edgecnn train --data`` takes (a dataset name or folder); its classes must be
-    the model's. ``train_config`` (a checkpoint's recorded TrainConfig) sets the augmentation,
-    validation split and label smoothing; ``layout`` is the interface of the returned int8 graph.
-    ``workers``: DataLoader processes (they start with spawn: the converter stack imported here runs
-    JAX threads, see :func:`~edgecnn.train.loader.worker_start_method`); 0 loads in this process,
-    which costs little next to a fake-quantised training step.
-    """
-    from litert_torch.quantize.quant_config import QuantConfig
-    from torchao.quantization.pt2e import (disable_observer, move_exported_model_to_eval,
-                                           move_exported_model_to_train)
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+    loader: Any
+    sampler: Any
+    val_loader: Any
+    aug: Any
+    smoothing: float
+    train_images: int
+    val_source: str
 
-    from edgecnn.wrappers import PixelInput
+
+def _qat_data(model: nn.Module, preprocess: Preprocess, data: str, batch_size: int, labels: list[str] | None,
+              train_config: dict | None, workers: int, seed: int) -> _QATData:
+    """Open ``data`` with the checkpoint's recorded split, augmentation and smoothing (defaults without one)."""
     from edgecnn.data.datasets import open_dataset
-    from edgecnn.quantize.equalize import fold_batchnorm
-    from edgecnn.quantize.ptq import QuantizedModel, export_for_quantization, in_layout
     from edgecnn.train.config import TrainConfig
     from edgecnn.train.loader import eval_loader, train_loader
-    from edgecnn.train.progress import Progress
     from edgecnn.train.trainer import train_transform
 
-    if epochs < 1 or batch_size < 2 or not lr > 0:
-        raise EdgeCNNError(f"QAT needs epochs >= 1, batch size >= 2 and lr > 0 (got {epochs}, {batch_size}, {lr})")
     cfg = model.edgecnn_config
     recorded = TrainConfig.from_dict(train_config) if train_config else None
-    val_split = recorded.val_split if recorded else 0.1
-    dataset = open_dataset(data, val_split=val_split, seed=recorded.seed if recorded else 0)
+    dataset = open_dataset(data, val_split=recorded.val_split if recorded else 0.1,
+                           seed=recorded.seed if recorded else 0)
     check_training_data(dataset, cfg.num_classes, cfg.in_chans, labels, f"--train-data {data}")
     train_split, val = dataset.split("train"), dataset.split("val")
     if len(train_split) < batch_size:
@@ -170,35 +162,37 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
                            f"batch size {batch_size}")
     aug = train_transform(recorded or TrainConfig(model=cfg.name, data=str(data), out=""), preprocess)
     loader, sampler = train_loader(train_split, aug, batch_size, seed, workers)
-    val_loader = eval_loader(val, preprocess, batch_size, workers)
-    smoothing = recorded.label_smoothing if recorded else 0.1
+    return _QATData(loader=loader, sampler=sampler, val_loader=eval_loader(val, preprocess, batch_size, workers),
+                    aug=aug, smoothing=recorded.label_smoothing if recorded else 0.1,
+                    train_images=len(train_split),
+                    val_source=f"{len(val)} images ({dataset.source} "
+                               f"{'test' if dataset.val_is_test else 'validation'} split)")
 
-    torch.manual_seed(seed)
-    floating = copy.deepcopy(model).eval()
-    folded = fold_batchnorm(floating)
-    graph = PixelInput(floating, preprocess).eval()
-    for p in graph.normalize.parameters():
-        p.requires_grad_(False)
-    float_top1 = _top1(graph, val_loader, preprocess, batch_size)
-    example = torch.full((batch_size, cfg.in_chans, preprocess.res, preprocess.res), 128.0)
-    exported, notes = export_for_quantization(graph, example)
-    qat = prepare_qat_pt2e(exported, qat_quantizer())
+
+def _train_epochs(qat: nn.Module, d: _QATData, preprocess: Preprocess, epochs: int, lr: float, batch_size: int,
+                  progress: bool) -> list[dict]:
+    """Fake-quantised fine-tuning with AdamW and a cosine schedule; one history entry per epoch."""
+    from torchao.quantization.pt2e import (disable_observer, move_exported_model_to_eval,
+                                           move_exported_model_to_train)
+
+    from edgecnn.train.progress import Progress
+
     params = [p for n, p in qat.named_parameters() if not n.startswith("normalize.")]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    steps = epochs * len(loader)
+    steps = epochs * len(d.loader)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    criterion = nn.CrossEntropyLoss(label_smoothing=smoothing)
+    criterion = nn.CrossEntropyLoss(label_smoothing=d.smoothing)
     history = []
     with Progress(progress) as bar:
         for epoch in range(epochs):
             if epoch == epochs - 1 and epochs > 1:
                 qat.apply(disable_observer)  # the last epoch trains weights against fixed ranges
             move_exported_model_to_train(qat)
-            sampler.set_epoch(epoch)
-            task = bar.start(f"QAT epoch {epoch + 1}/{epochs}", len(loader))
+            d.sampler.set_epoch(epoch)
+            task = bar.start(f"QAT epoch {epoch + 1}/{epochs}", len(d.loader))
             seen = right = 0
             loss_sum, start = 0.0, time.perf_counter()
-            for x, y in loader:
+            for x, y in d.loader:
                 out = qat(_to_pixels(x, preprocess))
                 loss = criterion(out, y)
                 opt.zero_grad(set_to_none=True)
@@ -212,15 +206,25 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
                             ips=seen / (time.perf_counter() - start))
             seconds = time.perf_counter() - start
             move_exported_model_to_eval(qat)
-            val_top1 = _top1(qat, val_loader, preprocess, batch_size)
+            val_top1 = _top1(qat, d.val_loader, preprocess, batch_size)
             history.append({"epoch": epoch + 1, "loss": loss_sum / seen, "train_top1": right / seen,
                             "val_top1": val_top1, "images_per_s": seen / seconds, "seconds": seconds})
             bar.finish(task, f"QAT epoch {epoch + 1}/{epochs}  int8 val {100 * val_top1:.2f}%",
                        loss=loss_sum / seen, acc=right / seen, ips=seen / seconds)
+    return history
 
-    trained = qat.state_dict()
+
+def _batch_one_int8(graph: nn.Module, trained: dict, preprocess: Preprocess, layout: str, calib_images: int,
+                    notes: list[str]) -> Any:
+    """The learned weights and ranges moved into a batch-1 int8 graph (:class:`QuantizedModel`)."""
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+
+    from edgecnn.quantize.ptq import QuantizedModel, export_for_quantization, in_layout
+
     graph.load_state_dict({k: v for k, v in trained.items() if k in graph.state_dict()})
-    one = torch.full((1, cfg.in_chans, preprocess.res, preprocess.res), 128.0)
+    one = torch.full((1, preprocess.in_chans, preprocess.res, preprocess.res), 128.0)
     single, _ = export_for_quantization(graph, one)
     float_graph = copy.deepcopy(single)
     quantizer = qat_quantizer()
@@ -229,12 +233,48 @@ def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs:
     move_exported_model_to_eval(single)
     int8 = convert_pt2e(single, fold_quantize=False)
     module, sample = in_layout(int8, one, layout)
-    quantized = QuantizedModel(module=module, float_graph=float_graph, graph=int8, sample_args=(sample,),
-                               quant_config=QuantConfig(pt2e_quantizer=quantizer), method="qat", layout=layout,
-                               per_channel=True, calib_images=len(train_split) * epochs, notes=notes)
-    settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "label_smoothing": smoothing,
-                "augmentation": {"crop_scale": aug.scale[0], "hflip": aug.hflip, "color_jitter": aug.color_jitter,
-                                 "random_erase": aug.random_erase}, "train_images": len(train_split)}
+    return QuantizedModel(module=module, float_graph=float_graph, graph=int8, sample_args=(sample,),
+                          quant_config=QuantConfig(pt2e_quantizer=quantizer), method="qat", layout=layout,
+                          per_channel=True, calib_images=calib_images, notes=notes)
+
+
+def qat_finetune(model: nn.Module, preprocess: Preprocess, data: str, *, epochs: int, lr: float = DEFAULT_LR,
+                 batch_size: int = DEFAULT_BATCH, layout: str = "nhwc", labels: list[str] | None = None,
+                 train_config: dict | None = None, workers: int = 0, seed: int = 0,
+                 progress: bool = True) -> QATResult:
+    """Fine-tune ``model`` for ``epochs`` with fake-quantised int8 weights and activations.
+
+    ``data`` is what ``edgecnn train --data`` takes (a dataset name or folder); its classes must be
+    the model's. ``train_config`` (a checkpoint's recorded TrainConfig) sets the augmentation,
+    validation split and label smoothing; ``layout`` is the interface of the returned int8 graph.
+    ``workers``: DataLoader processes (they start with spawn: the converter stack imported here runs
+    JAX threads, see :func:`~edgecnn.train.loader.worker_start_method`); 0 loads in this process,
+    which costs little next to a fake-quantised training step.
+    """
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
+
+    from edgecnn.quantize.equalize import fold_batchnorm
+    from edgecnn.quantize.ptq import export_for_quantization
+    from edgecnn.wrappers import PixelInput
+
+    if epochs < 1 or batch_size < 2 or not lr > 0:
+        raise EdgeCNNError(f"QAT needs epochs >= 1, batch size >= 2 and lr > 0 (got {epochs}, {batch_size}, {lr})")
+    d = _qat_data(model, preprocess, data, batch_size, labels, train_config, workers, seed)
+    torch.manual_seed(seed)
+    floating = copy.deepcopy(model).eval()
+    folded = fold_batchnorm(floating)
+    graph = PixelInput(floating, preprocess).eval()
+    for p in graph.normalize.parameters():
+        p.requires_grad_(False)
+    float_top1 = _top1(graph, d.val_loader, preprocess, batch_size)
+    example = torch.full((batch_size, preprocess.in_chans, preprocess.res, preprocess.res), 128.0)
+    exported, notes = export_for_quantization(graph, example)
+    qat = prepare_qat_pt2e(exported, qat_quantizer())
+    history = _train_epochs(qat, d, preprocess, epochs, lr, batch_size, progress)
+    quantized = _batch_one_int8(graph, qat.state_dict(), preprocess, layout, d.train_images * epochs, notes)
+    settings = {"epochs": epochs, "lr": lr, "batch_size": batch_size, "label_smoothing": d.smoothing,
+                "augmentation": {"crop_scale": d.aug.scale[0], "hflip": d.aug.hflip,
+                                 "color_jitter": d.aug.color_jitter, "random_erase": d.aug.random_erase},
+                "train_images": d.train_images}
     return QATResult(model=floating, quantized=quantized, folded=folded, float_val_top1=float_top1,
-                     history=history, data=str(data), val_source=f"{len(val)} images ({dataset.source} "
-                     f"{'test' if dataset.val_is_test else 'validation'} split)", settings=settings)
+                     history=history, data=str(data), val_source=d.val_source, settings=settings)
