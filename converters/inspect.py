@@ -103,29 +103,56 @@ def inspect_tflite(path: str | Path) -> dict:
                            f"({exc.__class__.__name__} while parsing it)") from None
 
 
-def _describe(path: Path, data: bytes) -> dict:
-    from ai_edge_litert import schema_py_generated as tfl
-
-    from edgecnn.converters.metadata import METADATA_NAME, read_metadata
-
-    op_names, type_names = _enum_names(tfl.BuiltinOperator), _enum_names(tfl.TensorType)
-    model = tfl.Model.GetRootAs(data, 0)
-    if model.SubgraphsLength() < 1:
-        raise EdgeCNNError(f"{path} has no subgraph")
-    for i in range(model.BuffersLength()):  # every buffer must lie inside the file
+def _check_buffers(path: Path, data: bytes, model: Any) -> None:
+    """Raise when a buffer of the flatbuffer ``model`` lies (partly) outside the file's ``data``."""
+    for i in range(model.BuffersLength()):
         buf = model.Buffers(i)
         offset = buf.Offset() if hasattr(buf, "Offset") else 0
         if offset > 1 and offset + buf.Size() > len(data):  # data stored after the flatbuffer
             raise EdgeCNNError(f"{path} is truncated: buffer {i} ends at byte {offset + buf.Size()} of {len(data)}")
         if buf.DataLength():
             buf.DataAsNumpy()  # raises when the vector runs past the end of the file
+
+
+def _op_codes(model: Any, op_names: dict[int, str]) -> list[str]:
+    """The operator-code table: builtin names, ``CUSTOM:<name>`` for custom ops."""
     codes = []
     for i in range(model.OperatorCodesLength()):
         oc = model.OperatorCodes(i)
         code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
         name = op_names.get(code, f"BUILTIN_{code}")
         codes.append(f"CUSTOM:{oc.CustomCode().decode('utf-8', 'replace')}" if name == "CUSTOM" and oc.CustomCode() else name)
+    return codes
 
+
+def _metadata_summary(data: bytes, names: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """(what the file's TFLite metadata says, its associated file names)."""
+    from edgecnn.converters.metadata import METADATA_NAME, read_metadata
+
+    meta: dict[str, Any] = {"present": METADATA_NAME in names, "names": names, "labels_file": None,
+                            "labels": None, "name": None, "version": None}
+    associated: list[str] = []
+    if meta["present"]:
+        try:
+            md = read_metadata(data)
+        except EdgeCNNError as exc:  # e.g. mediapipe's schema is not installed: say so, keep the rest
+            meta["error"] = str(exc)
+        else:
+            associated = md["associated_files"]
+            meta.update({k: md[k] for k in ("labels_file", "name", "version")},
+                        labels=len(md["labels"]) if md["labels"] is not None else None)
+    return meta, associated
+
+
+def _describe(path: Path, data: bytes) -> dict:
+    from ai_edge_litert import schema_py_generated as tfl
+
+    op_names, type_names = _enum_names(tfl.BuiltinOperator), _enum_names(tfl.TensorType)
+    model = tfl.Model.GetRootAs(data, 0)
+    if model.SubgraphsLength() < 1:
+        raise EdgeCNNError(f"{path} has no subgraph")
+    _check_buffers(path, data, model)
+    codes = _op_codes(model, op_names)
     graph = model.Subgraphs(0)
     tensors = [graph.Tensors(i) for i in range(graph.TensorsLength())]
     tensor_types, const_types = Counter(), Counter()
@@ -149,18 +176,7 @@ def _describe(path: Path, data: bytes) -> dict:
     inputs = [_tensor_info(tensors[j], type_names) for j in graph.InputsAsNumpy()]
     outputs = [_tensor_info(tensors[j], type_names) for j in graph.OutputsAsNumpy()]
     names = [(model.Metadata(i).Name() or b"").decode("utf-8", "replace") for i in range(model.MetadataLength())]
-    meta: dict[str, Any] = {"present": METADATA_NAME in names, "names": names, "labels_file": None,
-                            "labels": None, "name": None, "version": None}
-    associated: list[str] = []
-    if meta["present"]:
-        try:
-            md = read_metadata(data)
-        except EdgeCNNError as exc:  # e.g. mediapipe's schema is not installed: say so, keep the rest
-            meta["error"] = str(exc)
-        else:
-            associated = md["associated_files"]
-            meta.update({k: md[k] for k in ("labels_file", "name", "version")},
-                        labels=len(md["labels"]) if md["labels"] is not None else None)
+    meta, associated = _metadata_summary(data, names)
     return {
         "path": str(path), "bytes": len(data), "schema_version": model.Version(),
         "subgraphs": model.SubgraphsLength(), "inputs": inputs, "outputs": outputs,
