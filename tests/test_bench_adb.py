@@ -330,3 +330,13 @@ def test_serial_is_checked_and_local_paths_never_read_as_options(cli, fake_adb, 
     assert r.code == 0, r
     pushed = [c[3] for c in _calls(fake_adb["log"]) if c[2] == "push"]
     assert pushed == [str(fake_adb["binary"]), str(model)]  # absolute: no word starts with '-'
+
+
+def test_prepare_returns_the_phone_in_the_one_machine_shape(fake_adb):
+    from edgecnn.benchmarks.remote_adb import AdbTarget
+    from edgecnn.benchmarks.target import MACHINE_FIELDS, LocalTarget
+
+    phone = AdbTarget(fake_adb["binary"], serial="emu-5554").prepare()
+    assert tuple(phone) == tuple(LocalTarget().prepare()) == MACHINE_FIELDS
+    assert (phone["device"], phone["cpu"], phone["cores"], phone["arch"]) == ("Google Pixel 7", "Tensor G2", 8,
+                                                                             "arm64-v8a")

@@ -9,7 +9,6 @@ from pathlib import Path
 from edgecnn import limits as L
 from edgecnn.cli.common import ALPHA_HINT, add_wide_arg, bounded
 from edgecnn.console import emit_json
-from edgecnn.errors import EdgeCNNError
 
 EPILOG = """examples:
   edgecnn bench exports/mobilenet_v1_0.50_160/          every .tflite/.onnx there (+ PyTorch via report.json)
@@ -130,7 +129,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "e.g. --benchmark-binary ./android_aarch64_benchmark_model")
     g.add_argument("--serial", metavar="S", help="adb device serial when several are attached, as 'adb devices' "
                                                   "lists it (letters, digits, . _ : - []); e.g. --serial emulator-5554")
-    g.add_argument("--use-gpu", action="store_true", help="adb: run with the GPU delegate (--use_gpu=true)")
+    g.add_argument("--use-gpu", action="store_true",
+                   help="adb: run with the GPU delegate (--use_gpu=true), one run per file without "
+                        "--num_threads (thread counts are a CPU setting, as for local GPU runtimes)")
     g.add_argument("--use-nnapi", action="store_true", help="adb: run with the NNAPI delegate (--use_nnapi=true)")
     g.add_argument("--no-xnnpack", action="store_true", help="adb: --use_xnnpack=false (TFLite's reference CPU kernels)")
     p.set_defaults(func=run_bench)
