@@ -101,7 +101,11 @@ class LocalTarget(Target):
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
-        self.skip_reason = available_here()  # runtimes missing here: skipped rows with the reason
+        self._available = available_here()
+
+    def skip_reason(self, point: dict) -> str | None:
+        """A runtime that is not installed here, or the point's own ``skip`` reason."""
+        return self._available(point)
 
     def prepare(self) -> dict:
         return machine(machine_info())
