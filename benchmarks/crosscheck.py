@@ -20,6 +20,7 @@ from pathlib import Path
 
 from edgecnn.benchmarks.measure import Protocol
 from edgecnn.benchmarks.runtimes import run_point
+from edgecnn.benchmarks.sweep import make_points
 from edgecnn.errors import EdgeCNNError
 
 TOOL = "ai_edge_litert.tools.benchmark_litert_model"
@@ -52,8 +53,8 @@ def crosscheck(model: Path, threads: int = 2, runs: int = 100, rounds: int = 1,
     model = Path(model)
     ours, theirs = [], []
     for _ in range(rounds):
-        row = run_point({"runtime": "litert", "path": str(model), "model": model.stem, "threads": threads,
-                         "protocol": Protocol(num_runs=runs).to_dict()}, timeout=timeout)
+        [point] = make_points("litert", [threads], Protocol(num_runs=runs), path=str(model), model=model.stem)
+        row = run_point(point, timeout=timeout)
         if row.get("status") != "ok":
             raise EdgeCNNError(f"edgecnn's LiteRT run failed on {model}: {row.get('error')}")
         ours.append(row)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from edgecnn.benchmarks.measure import Protocol
 from edgecnn.benchmarks.runtimes import error_row, finish_row
+from edgecnn.benchmarks.target import Target, machine
 from edgecnn.errors import EdgeCNNError
 
 DEVICE_DIR = "/data/local/tmp/edgecnn"
@@ -119,9 +120,11 @@ def benchmark_args(graph: str, threads: int | None, protocol: Protocol, use_xnnp
 
 
 @dataclass
-class AdbTarget:
+class AdbTarget(Target):
     """An Android device reached with ``adb`` (``serial`` picks one of several) and the user's
     ``benchmark_model`` binary (the build for the phone's ABI, e.g. android_aarch64)."""
+
+    runtime = "benchmark_model"
 
     binary: Path
     serial: str | None = None
@@ -139,6 +142,11 @@ class AdbTarget:
     @property
     def label(self) -> str:
         return f"adb:{self.serial}" if self.serial else "adb"
+
+    @property
+    def device(self) -> str:
+        """'gpu' with the GPU delegate (one point per file: thread counts are a CPU setting), else 'cpu'."""
+        return "gpu" if self.use_gpu else "cpu"
 
     @property
     def run_options(self) -> dict:
@@ -165,7 +173,8 @@ class AdbTarget:
             raise EdgeCNNError(f"adb push {local} failed: {(proc.stderr or proc.stdout).strip()[:200]}")
 
     def prepare(self) -> dict:
-        """Check adb, the device and the binary; push the binary; returns the device description."""
+        """Check adb, the device and the binary; push the binary; returns the phone's machine
+        (:func:`~edgecnn.benchmarks.target.machine`: device, SoC, cores, ABI, Android version)."""
         if shutil.which("adb") is None:
             raise EdgeCNNError("adb is not on PATH: install Android platform-tools")
         if not Path(self.binary).is_file():
@@ -186,11 +195,11 @@ class AdbTarget:
         values = dict(zip(props + ["cpus"], (v.strip() for v in info + [""] * 7)))
         first, _, last = values["cpus"].partition("-")
         cores = int(last) - int(first) + 1 if first.isdigit() and last.isdigit() else None
-        self._machine = {
+        self._machine = machine({
             "device": f"{values['ro.product.manufacturer']} {values['ro.product.model']}".strip(),
             "cpu": values["ro.soc.model"] or values["ro.board.platform"], "cores": cores,
             "arch": values["ro.product.cpu.abi"], "os": f"Android {values['ro.build.version.release']}",
-        }
+        })
         return self._machine
 
     def close(self) -> None:

@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from edgecnn.benchmarks.runtimes import error_row, finish_row
+from edgecnn.benchmarks.target import Target, machine
 from edgecnn.errors import EdgeCNNError
 
 RUNNER_NAME = "edgecnn_runner.pyz"
@@ -85,7 +86,7 @@ def _last_json(text: str) -> dict | None:
 
 
 @dataclass
-class SSHTarget:
+class SSHTarget(Target):
     """``ssh://[user@]host[:port]`` plus the options of ``edgecnn bench --target``.
 
     ``python``: the board's interpreter (a path or a command on its PATH); ``remote_dir``: where
@@ -103,6 +104,7 @@ class SSHTarget:
     connect_timeout: int = 10
     _dir: str | None = field(default=None, init=False)
     _made_dir: bool = field(default=False, init=False)
+    found: dict = field(default_factory=dict, init=False)  # the probe's Python, NumPy and interpreter
     _uploaded: dict[str, str] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -150,7 +152,7 @@ class SSHTarget:
             argv += ["-o", opt]
         return argv + ["--", f"{self.user}@{self.host}" if self.user else self.host, command]
 
-    def run(self, command: str, data: bytes | None = None, timeout: float = 600.0) -> subprocess.CompletedProcess:
+    def ssh(self, command: str, data: bytes | None = None, timeout: float = 600.0) -> subprocess.CompletedProcess:
         """Run ``command`` on the board; an unreachable board raises with ssh's own reason.
 
         The result's ``returncode`` is the command's, -N when signal N killed it (as local
@@ -176,12 +178,12 @@ class SSHTarget:
                 + (f": {err[-1][:300]}" if err else ""))
 
     def upload(self, local: Path, remote: str) -> None:
-        proc = self.run(f"cat > {shlex.quote(remote)}", data=Path(local).read_bytes())
+        proc = self.ssh(f"cat > {shlex.quote(remote)}", data=Path(local).read_bytes())
         if proc.returncode != 0:
             raise EdgeCNNError(f"cannot write {remote} on {self.label}: "
                                f"{proc.stderr.decode(errors='replace').strip()[:200]}")
 
-    run_options = None  # every point runs the same way: nothing to add to its identity
+    runtime = "litert"  # the board runs .tflite files with its TFLite Interpreter (+ XNNPACK)
 
     @property
     def runner_path(self) -> str:
@@ -194,17 +196,17 @@ class SSHTarget:
         return self._dir
 
     def prepare(self) -> dict:
-        """Make the remote folder, ship the runner, and probe the board; returns its description.
-
-        Raises one clear line when the board cannot be reached or has no NumPy / TFLite runtime;
-        then a folder it made is removed again.
+        """Make the remote folder, ship the runner, and probe the board; returns the board's machine
+        (:func:`~edgecnn.benchmarks.target.machine`); what the runner found (Python, NumPy, interpreter)
+        is kept in ``found``. Raises one clear line when the board cannot be reached or has no NumPy
+        or TFLite runtime; then a folder it made is removed again.
         """
         if self.remote_dir:
-            proc = self.run(f"mkdir -p -- {shlex.quote(self.remote_dir)}")
+            proc = self.ssh(f"mkdir -p -- {shlex.quote(self.remote_dir)}")
             folder = self.remote_dir.rstrip("/") or "/"
             self._dir = folder if folder.startswith("/") else f"./{folder}"  # no word starts with '-'
         else:
-            proc = self.run("mktemp -d")
+            proc = self.ssh("mktemp -d")
             made = proc.stdout.decode(errors="replace").strip()
             self._made_dir = proc.returncode == 0 and made.startswith("/") and made != "/" and "\n" not in made
             self._dir = made if self._made_dir else None
@@ -214,7 +216,9 @@ class SSHTarget:
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 self.upload(build_runner(Path(tmp) / RUNNER_NAME), self.runner_path)
-            return self._probe()
+            probe = self._probe()
+            self.found = probe.get("found") or {}
+            return machine(probe.get("machine") or {})
         except BaseException:  # a failed upload or probe (or Ctrl-C) leaves no folder on the board
             with contextlib.suppress(EdgeCNNError):
                 self.close()
@@ -222,7 +226,7 @@ class SSHTarget:
 
     def _probe(self) -> dict:
         """What the runner finds on the board (Python, NumPy, interpreter, machine); raises one line."""
-        proc = self.run(f"{shlex.quote(self.python)} {shlex.quote(self.runner_path)} --probe")
+        proc = self.ssh(f"{shlex.quote(self.python)} {shlex.quote(self.runner_path)} --probe")
         probe = _last_json(proc.stdout.decode(errors="replace"))
         if probe is None and proc.returncode < 0:
             raise EdgeCNNError(self._killed(proc))
@@ -246,7 +250,7 @@ class SSHTarget:
         if point.get("threads"):
             words += ["--threads", str(point["threads"])]
         try:
-            proc = self.run(" ".join(shlex.quote(w) for w in words), timeout=timeout)
+            proc = self.ssh(" ".join(shlex.quote(w) for w in words), timeout=timeout)
         except EdgeCNNError as exc:
             return error_row(point, str(exc))
         result = _last_json(proc.stdout.decode(errors="replace"))
@@ -261,7 +265,7 @@ class SSHTarget:
     def close(self) -> None:
         """Remove the folder made by :meth:`prepare` (a user-given ``remote_dir`` is kept)."""
         if self._made_dir and self._dir:
-            self.run(f"rm -rf -- {shlex.quote(self._dir)}")
+            self.ssh(f"rm -rf -- {shlex.quote(self._dir)}")
         self._dir, self._made_dir = None, False
         self._uploaded.clear()
 

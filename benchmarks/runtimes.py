@@ -1,10 +1,13 @@
 """The runtimes ``edgecnn bench`` measures, and running one measurement point in its own process.
 
-A *point* is a JSON-ready dict: ``runtime`` (a key of :data:`RUNTIMES`), ``threads`` (None for GPU
-runtimes), ``protocol`` (:class:`~edgecnn.benchmarks.measure.Protocol` as a dict), and what to run:
-``path`` (a ``.tflite``/``.onnx`` file) and/or ``spec`` (a zoo model: ``name``, ``knobs``, ``res``,
-``num_classes``, ``in_chans``), plus descriptive fields carried into the result row (``model``,
-``precision``, ``res``, ``macs``, ``accuracy``).
+A *point* is a JSON-ready dict, made only by :func:`edgecnn.benchmarks.sweep.make_points` (local,
+ssh and adb points alike): ``runtime`` (a key of :data:`RUNTIMES`, or a remote target's runtime),
+``threads`` (None off the CPU), ``protocol`` (:class:`~edgecnn.benchmarks.measure.Protocol` as a
+dict), for remote points ``target`` and ``options``, and what to run: ``path`` (a ``.tflite``/``.onnx``
+file) and/or ``spec`` (a zoo model: ``name``, ``knobs``, ``res``, ``num_classes``, ``in_chans``), plus
+descriptive fields carried into the result row (``model``, ``precision``, ``res``, ``macs``,
+``accuracy``). It stays a dict because it crosses process boundaries as JSON (worker stdin, results
+files) and the worker's loaders fill in what they learn (``precision``, ``file_bytes``).
 
 :func:`run_point` starts ``python -m edgecnn.benchmarks.worker`` for every point: a runtime that
 crashes or hangs on a bad model becomes an error row and cannot take the harness down, and the

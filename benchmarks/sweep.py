@@ -44,15 +44,20 @@ def precision_from_name(path: Path) -> str | None:
     return next((p for suffix, p in endings if stem.endswith("_" + suffix)), None)
 
 
-def _base_point(runtime: str, threads: int | None, protocol: Protocol, **fields) -> dict:
-    return {"runtime": runtime, "threads": threads if RUNTIMES[runtime].threaded else None,
-            "protocol": protocol.to_dict(), **fields}
+def make_points(runtime: str, threads: Iterable[int], protocol: Protocol, device: str | None = None,
+                target: str | None = None, options: dict | None = None, **fields) -> list[dict]:
+    """The points of one runtime over thread counts: the one constructor of local, ssh and adb points.
 
-
-def _expand(runtime: str, threads: Iterable[int], protocol: Protocol, **fields) -> list[dict]:
-    if not RUNTIMES[runtime].threaded:
-        return [_base_point(runtime, None, protocol, **fields)]
-    return [_base_point(runtime, t, protocol, **fields) for t in threads]
+    ``device``: where the runtime computes (default :data:`RUNTIMES`' entry; a remote target names
+    its own). Threads are a CPU setting: on any other device (CUDA, a phone's GPU delegate) there is
+    one point with ``threads`` None. ``target`` (a remote target's label) and ``options`` (its run
+    flags) become part of the point's identity; local points carry neither. ``fields``: what to run
+    (``path``/``spec``) and the descriptive fields carried into the row.
+    """
+    device = device or RUNTIMES[runtime].device
+    where = {"target": target, "options": options} if target else {}
+    counts = list(threads) if device == "cpu" else [None]
+    return [{"runtime": runtime, "threads": t, "protocol": protocol.to_dict(), **where, **fields} for t in counts]
 
 
 def file_fields(path: Path, info: dict | None = None) -> dict:
@@ -87,7 +92,7 @@ def points_for_files(files: list[Path], threads: list[int], protocol: Protocol,
         fields = file_fields(path, info)
         for name, rt in RUNTIMES.items():
             if rt.suffix == path.suffix.lower() and name in wanted:
-                points += _expand(name, threads, protocol, **fields)
+                points += make_points(name, threads, protocol, **fields)
     if spec is not None:
         have_onnx = any(p.suffix.lower() == ".onnx" for p in files)
         info = info or {}
@@ -100,7 +105,7 @@ def points_for_files(files: list[Path], threads: list[int], protocol: Protocol,
                 if precisions is not None and precision not in precisions:
                     extra["skip"] = (f"{rt.label} runs the zoo model in {precision}, not the "
                                      f"{'/'.join(precisions)} asked for")
-                points += _expand(name, threads, protocol, precision=precision, **extra, **fields)
+                points += make_points(name, threads, protocol, precision=precision, **extra, **fields)
     return points
 
 
@@ -220,21 +225,36 @@ def save_rows(rows: list[dict], path: Path) -> None:
     write_text(path, "".join(json.dumps(r, default=str) + "\n" for r in rows))
 
 
+def available_here() -> Callable[[dict], str | None]:
+    """Why a point cannot run on this machine (its runtime is missing, or it carries a ``skip``
+    reason), or None; each runtime is looked up once."""
+    reasons: dict[str, str | None] = {}
+
+    def reason(point: dict) -> str | None:
+        if point["runtime"] not in reasons:
+            reasons[point["runtime"]] = unavailable_reason(point["runtime"])
+        return reasons[point["runtime"]] or point.get("skip")
+
+    return reason
+
+
 def run_sweep(points: list[dict], results: Path | None = None, timeout: float = 600.0,
-              runner: Callable[[dict], dict] | None = None, progress: bool = True) -> list[dict]:
+              runner: Callable[[dict], dict] | None = None, progress: bool = True,
+              skip: Callable[[dict], str | None] | None = None) -> list[dict]:
     """Measure every point (skipping those already in ``results``); returns their rows in order.
 
     ``runner`` measures one point (default: :func:`run_point` locally, with ``timeout`` seconds);
-    remote targets pass their own. Unavailable local runtimes give 'skipped' rows with the reason.
+    remote targets pass their own. ``skip`` says why a point cannot run (a 'skipped' row with that
+    reason; default :func:`available_here`).
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     runner = runner or (lambda p: run_point(p, timeout=timeout))
+    skip = skip or available_here()
     previous = load_rows(results)
     done = {r["key"]: r for r in previous if r.get("status") in ("ok", "skipped")}
     log = [r for r in previous if r["key"] in done]
-    reasons: dict[str, str | None] = {}
     rows = []
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True,
@@ -248,13 +268,7 @@ def run_sweep(points: list[dict], results: Path | None = None, timeout: float = 
                 continue
             bar.update(task, description=f"{point.get('model')} {point['runtime']} "
                                          f"{point.get('precision') or ''} t={point.get('threads')}")
-            if point.get("target", "local") == "local":
-                if point["runtime"] not in reasons:
-                    reasons[point["runtime"]] = unavailable_reason(point["runtime"])
-                reason = reasons[point["runtime"]]
-            else:
-                reason = None
-            reason = reason or point.get("skip")
+            reason = skip(point)
             row = error_row(point, reason, status="skipped") if reason else runner(point)
             rows.append(row)
             log = [r for r in log if r["key"] != key] + [row]

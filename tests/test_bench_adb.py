@@ -252,7 +252,7 @@ def _calls(log: Path) -> list[list[str]]:
 
 def test_adb_commands_and_rows(cli, fake_adb):
     r = cli("bench", fake_adb["model"], "--target", "adb", "--benchmark-binary", fake_adb["binary"],
-            "--serial", "emu-5554", "--use-gpu", "--threads", "1,4", "--runs", "100", "--json")
+            "--serial", "emu-5554", "--threads", "1,4", "--runs", "100", "--json")
     assert r.code == 0, r
     calls = _calls(fake_adb["log"])
     assert all(c[:2] == ["-s", "emu-5554"] for c in calls)
@@ -266,17 +266,28 @@ def test_adb_commands_and_rows(cli, fake_adb):
     for words, threads in zip(runs, (1, 4)):
         assert words[0] == "/data/local/tmp/edgecnn/benchmark_model"
         assert f"--graph=/data/local/tmp/edgecnn/0_{fake_adb['model'].name}" in words
-        assert f"--num_threads={threads}" in words and "--use_gpu=true" in words
-        assert "--use_xnnpack=true" in words and "--num_runs=100" in words
-        assert not any(w.startswith("--use_nnapi") for w in words)
+        assert f"--num_threads={threads}" in words and "--use_xnnpack=true" in words and "--num_runs=100" in words
+        assert not any(w.startswith(("--use_nnapi", "--use_gpu")) for w in words)
     report = json.loads(r.out)
-    assert report["machine"] == {"device": "Google Pixel 7", "cpu": "Tensor G2", "cores": 8,
-                                 "arch": "arm64-v8a", "os": "Android 14"}
+    assert report["machine"] == {"hostname": None, "device": "Google Pixel 7", "cpu": "Tensor G2", "cores": 8,
+                                 "cores_usable": None, "arch": "arm64-v8a", "os": "Android 14", "python": None,
+                                 "numpy": None, "load_1min": None}
     for row in report["rows"]:
         assert row["status"] == "ok" and row["target"] == "adb:emu-5554"
-        assert row["mean_ms"] == pytest.approx(115.246) and row["delegates"] == ["GPU"]
-        assert row["options"] == {"use_xnnpack": True, "use_gpu": True, "use_nnapi": False}
+        assert row["mean_ms"] == pytest.approx(115.246) and row["delegates"] == ["GPU"]  # the sample's log
+        assert row["options"] == {"use_xnnpack": True, "use_gpu": False, "use_nnapi": False}
         assert row["machine"]["device"] == "Google Pixel 7"
+
+
+def test_gpu_delegate_runs_once_per_file_as_local_gpu_runtimes_do(cli, fake_adb):
+    """Thread counts are a CPU setting: with --use-gpu, one run per file and no --num_threads."""
+    r = cli("bench", fake_adb["model"], "--target", "adb:emu-5554", "--benchmark-binary", fake_adb["binary"],
+            "--use-gpu", "--threads", "1,4", "--json")
+    assert r.code == 0, r
+    [words] = [shlex.split(c[3]) for c in _calls(fake_adb["log"]) if c[2] == "shell" and "--graph" in c[3]]
+    assert "--use_gpu=true" in words and not any(w.startswith("--num_threads") for w in words)
+    [row] = json.loads(r.out)["rows"]
+    assert row["threads"] is None and row["target"] == "adb:emu-5554" and row["options"]["use_gpu"] is True
 
 
 def test_adb_tool_failure_is_an_error_row(cli, fake_adb):
@@ -319,3 +330,13 @@ def test_serial_is_checked_and_local_paths_never_read_as_options(cli, fake_adb, 
     assert r.code == 0, r
     pushed = [c[3] for c in _calls(fake_adb["log"]) if c[2] == "push"]
     assert pushed == [str(fake_adb["binary"]), str(model)]  # absolute: no word starts with '-'
+
+
+def test_prepare_returns_the_phone_in_the_one_machine_shape(fake_adb):
+    from edgecnn.benchmarks.remote_adb import AdbTarget
+    from edgecnn.benchmarks.target import MACHINE_FIELDS, LocalTarget
+
+    phone = AdbTarget(fake_adb["binary"], serial="emu-5554").prepare()
+    assert tuple(phone) == tuple(LocalTarget().prepare()) == MACHINE_FIELDS
+    assert (phone["device"], phone["cpu"], phone["cores"], phone["arch"]) == ("Google Pixel 7", "Tensor G2", 8,
+                                                                             "arm64-v8a")

@@ -246,3 +246,18 @@ def test_valid_targets_reach_ssh_after_its_options_end():
                       ("ssh://root@10.0.0.7", "root@10.0.0.7"), ("ssh://u@[fe80::1%25eth0]:22", "u@fe80::1%eth0")):
         argv = SSHTarget.parse(url).ssh_argv("true")
         assert argv[-3:] == ["--", dest, "true"], argv
+
+
+def test_prepare_returns_the_board_in_the_one_machine_shape(sshd):
+    from edgecnn.benchmarks.target import MACHINE_FIELDS, LocalTarget
+
+    opts = sshd["options"]
+    with SSHTarget.parse(sshd["url"], key=opts[1], python=VENV_PYTHON, options=[opts[3], opts[5]]) as target:
+        board = target.prepare()
+        assert target.found["interpreter"].startswith("ai_edge_litert")
+    here = LocalTarget().prepare()
+    assert tuple(board) == tuple(here) == MACHINE_FIELDS
+    # the board is this machine: what does not change between two looks agrees
+    assert {k: board[k] for k in ("hostname", "cpu", "cores", "arch", "os", "python", "numpy")} == \
+        {k: here[k] for k in ("hostname", "cpu", "cores", "arch", "os", "python", "numpy")}
+    assert list(sshd["board_tmp"].iterdir()) == []  # leaving the with-block closed it

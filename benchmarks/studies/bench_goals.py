@@ -24,7 +24,7 @@ from pathlib import Path
 from edgecnn.benchmarks.crosscheck import crosscheck
 from edgecnn.benchmarks.measure import Protocol
 from edgecnn.benchmarks.runtimes import run_point
-from edgecnn.benchmarks.sweep import fastest, points_for_files, read_export_dir, run_sweep, zoo_spec
+from edgecnn.benchmarks.sweep import fastest, make_points, points_for_files, read_export_dir, run_sweep, zoo_spec
 from edgecnn.pipelines.bench import ensure_export
 from edgecnn.errors import EdgeCNNError
 
@@ -33,8 +33,7 @@ REPEATABILITY_GOAL = 0.05
 
 def repeatability(model: Path, threads: int, runs: int, repeats: int = 3) -> dict:
     """``repeats`` back-to-back LiteRT measurements of one point: medians (ms) and their spread."""
-    point = {"runtime": "litert", "path": str(model), "threads": threads,
-             "protocol": Protocol(num_runs=runs).to_dict()}
+    [point] = make_points("litert", [threads], Protocol(num_runs=runs), path=str(model))
     rows = [run_point(point) for _ in range(repeats)]
     bad = [r for r in rows if r.get("status") != "ok"]
     if bad:

@@ -194,6 +194,7 @@ def int8_latency(model, args) -> dict:
     import edgecnn
     from edgecnn.benchmarks.measure import Protocol
     from edgecnn.benchmarks.runtimes import run_point
+    from edgecnn.benchmarks.sweep import make_points
     from edgecnn.data.calibration import calibration_images
     from edgecnn.data.transforms import Preprocess
     from edgecnn.quantize.equalize import equalize_model
@@ -212,8 +213,7 @@ def int8_latency(model, args) -> dict:
             rows[name] = {"path": r.files[0]["path"], "bytes": r.files[0]["bytes"], "ms": []}
         for _ in range(args.latency_rounds):  # alternate files so drifts in machine load hit all of them
             for row in rows.values():
-                point = {"runtime": "litert", "path": row["path"], "threads": args.latency_threads,
-                         "protocol": Protocol(num_runs=100).to_dict()}
+                [point] = make_points("litert", [args.latency_threads], Protocol(num_runs=100), path=row["path"])
                 got = run_point(point)
                 if got.get("status") != "ok":
                     raise SystemExit(f"{row['path']}: {got.get('error')}")

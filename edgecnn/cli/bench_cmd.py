@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from edgecnn import limits as L
 from edgecnn.cli.common import ALPHA_HINT, add_wide_arg, bounded
 from edgecnn.console import emit_json
-from edgecnn.errors import EdgeCNNError
 
 EPILOG = """examples:
   edgecnn bench exports/mobilenet_v1_0.50_160/          every .tflite/.onnx there (+ PyTorch via report.json)
@@ -116,7 +114,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--target", default="local", metavar="T",
                    help="'local' (default), 'ssh://[user@]host[:port]' (a Linux board with python3, "
                         "NumPy and ai-edge-litert or tflite_runtime; user: a login name, host: a DNS name, "
-                        "IPv4 or [IPv6] address, port 1-65535) or 'adb' (Android); "
+                        "IPv4 or [IPv6] address, port 1-65535) or 'adb[:SERIAL]' (Android; SERIAL as --serial); "
                         "e.g. --target ssh://pi@raspberrypi.local")
     g.add_argument("--ssh-key", metavar="KEY", help="private key for ssh; e.g. --ssh-key ~/.ssh/id_ed25519")
     g.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
@@ -131,122 +129,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "e.g. --benchmark-binary ./android_aarch64_benchmark_model")
     g.add_argument("--serial", metavar="S", help="adb device serial when several are attached, as 'adb devices' "
                                                   "lists it (letters, digits, . _ : - []); e.g. --serial emulator-5554")
-    g.add_argument("--use-gpu", action="store_true", help="adb: run with the GPU delegate (--use_gpu=true)")
+    g.add_argument("--use-gpu", action="store_true",
+                   help="adb: run with the GPU delegate (--use_gpu=true), one run per file without "
+                        "--num_threads (thread counts are a CPU setting, as for local GPU runtimes)")
     g.add_argument("--use-nnapi", action="store_true", help="adb: run with the NNAPI delegate (--use_nnapi=true)")
     g.add_argument("--no-xnnpack", action="store_true", help="adb: --use_xnnpack=false (TFLite's reference CPU kernels)")
     p.set_defaults(func=run_bench)
 
 
-def _is_path(text: str) -> bool:
-    return os.sep in text or text.lower().endswith((".tflite", ".onnx")) or Path(text).exists()
-
-
-def _local_points(args, threads, protocol) -> list[dict]:
-    from edgecnn.benchmarks.sweep import MODEL_SUFFIXES, knob_grid, points_for_files, read_export_dir, zoo_spec
-    from edgecnn.pipelines.bench import ensure_export
-
-    points: list[dict] = []
-    for item in args.inputs:
-        path = Path(item)
-        if path.is_dir():
-            files, spec, info = read_export_dir(path)
-            points += points_for_files(files, threads, protocol, args.runtime, spec, info)
-        elif _is_path(item):
-            if not path.is_file():
-                raise EdgeCNNError(f"{item}: no such file")
-            if path.suffix.lower() not in MODEL_SUFFIXES:
-                raise EdgeCNNError(f"{item}: not a .tflite or .onnx file")
-            points += points_for_files([path], threads, protocol, args.runtime)
-        else:
-            for knobs, res in knob_grid(args.alpha, args.res):
-                spec, macs = zoo_spec(item, res, knobs, args.num_classes, args.in_chans)
-                files: list[Path] = []
-                info = {"macs": macs}
-                if args.runtime is None or "litert" in args.runtime:  # ONNX Runtime needs no file
-                    folder = ensure_export(spec, args.quantize, args.exports_dir, args.converter)
-                    files, _, info = read_export_dir(folder)
-                    files = [f for f in files
-                             if info["files"].get(f.name, {}).get("precision") in args.quantize]
-                    info["macs"] = info.get("macs") or macs
-                points += points_for_files(files, threads, protocol, args.runtime, spec, info, args.quantize)
-    return points
-
-
-def _remote_points(args, threads, protocol, label: str, options: dict | None) -> list[dict]:
-    from edgecnn.benchmarks.sweep import file_fields, model_files
-
-    files = model_files(args.inputs)
-    for f in files:
-        if not f.is_file() or f.suffix.lower() != ".tflite":
-            raise EdgeCNNError(f"{f}: remote targets run .tflite files only (give a file or an export folder)")
-    return [{"runtime": "litert" if label.startswith("ssh") else "benchmark_model", "target": label,
-             **file_fields(f), "threads": t, "protocol": protocol.to_dict(), "options": options}
-            for f in files for t in threads]
-
-
-def _target(args):
-    """The remote target of ``--target`` (None for local)."""
-    if args.target == "local":
-        return None
-    if args.target.startswith("ssh://"):
-        from edgecnn.benchmarks.remote_ssh import SSHTarget
-
-        return SSHTarget.parse(args.target, key=args.ssh_key, python=args.remote_python,
-                               remote_dir=args.remote_dir, options=args.ssh_option)
-    if args.target == "adb":
-        from edgecnn.benchmarks.remote_adb import AdbTarget
-
-        if args.benchmark_binary is None:
-            raise EdgeCNNError("--target adb needs --benchmark-binary (TFLite's benchmark_model for the phone)")
-        return AdbTarget(args.benchmark_binary, serial=args.serial, use_gpu=args.use_gpu,
-                         use_nnapi=args.use_nnapi, use_xnnpack=not args.no_xnnpack)
-    raise EdgeCNNError(f"bad --target {args.target!r}: use local, ssh://[user@]host[:port] or adb")
-
-
 def run_bench(args: argparse.Namespace) -> int:
-    from edgecnn.benchmarks.measure import Protocol, machine_info
-    from edgecnn.benchmarks.sweep import fastest, plot, print_rows, run_sweep, write_csv
+    from edgecnn.benchmarks.measure import Protocol
+    from edgecnn.benchmarks.sweep import print_rows
+    from edgecnn.pipelines.bench import ZooOptions, bench, target_from_url
 
     protocol = Protocol(num_runs=args.runs, min_secs=args.min_secs, warmup_runs=args.warmup_runs,
                         warmup_min_secs=args.warmup_secs, max_secs=args.max_secs)
-    target = _target(args)
-    if target is None:
-        points = _local_points(args, args.threads or sorted({1, os.cpu_count() or 1}), protocol)
-        machine, runner = machine_info(), None
-        if not points:
-            raise EdgeCNNError("nothing to measure: no runtime in --runtime applies to these inputs")
-    else:
-        _remote_points(args, [1], protocol, target.label, target.run_options)  # inputs checked first
-        found = target.prepare()
-        machine = found.get("machine", found)
-        threads = args.threads or sorted({1, machine.get("cores") or 1})  # the board's cores
-        points = _remote_points(args, threads, protocol, target.label, target.run_options)
-
-        def runner(point):
-            return target.run_point(point, timeout=args.timeout)
-    try:
-        rows = run_sweep(points, args.results, timeout=args.timeout, runner=runner,
-                         progress=sys.stderr.isatty())
-    finally:
-        if target is not None:
-            target.close()
-    if args.csv:
-        write_csv(rows, args.csv)
-    if args.plot:
-        plot(rows, args.plot)
-    best = fastest(rows)
-    failed = [r for r in rows if r.get("status") == "error"]
+    target = target_from_url(args.target, ssh_key=args.ssh_key, ssh_options=args.ssh_option,
+                             remote_python=args.remote_python, remote_dir=args.remote_dir,
+                             benchmark_binary=args.benchmark_binary, serial=args.serial, use_gpu=args.use_gpu,
+                             use_nnapi=args.use_nnapi, use_xnnpack=not args.no_xnnpack)
+    zoo = ZooOptions(alphas=args.alpha, resolutions=args.res, precisions=tuple(args.quantize),
+                     converter=args.converter, num_classes=args.num_classes, in_chans=args.in_chans,
+                     exports_dir=args.exports_dir)
+    result = bench(args.inputs, target, threads=args.threads, protocol=protocol, runtimes=args.runtime, zoo=zoo,
+                   results=args.results, csv=args.csv, plot=args.plot, timeout=args.timeout,
+                   progress=sys.stderr.isatty())
+    result.target = args.target  # as typed (the label of "adb --serial S" is adb:S)
+    rows, machine, failed = result.rows, result.machine, result.failed
     if args.json:
-        emit_json({"target": args.target, "machine": machine, "protocol": protocol.to_dict(),
-                   "rows": rows, "fastest": best, "results": args.results, "csv": args.csv,
-                   "plot": args.plot})
+        emit_json(result.to_dict())
     elif len(failed) < len(rows):
         where = f"{machine.get('cpu')}, {machine.get('cores')} cores" if machine else args.target
         if machine and machine.get("load_1min") is not None:
             where += f", load {machine['load_1min']:.1f}"
         print_rows(rows, f"{args.target}: {where} (sorted by median latency; ms per image, batch 1)",
                    wide=args.wide)
-        for model, per in best.items():
+        for model, per in result.fastest.items():
             for precision, r in per.items():
                 print(f"fastest for {model} {precision}: {r['runtime']} threads={r.get('threads') or '-'}: "
                       f"{r['median_ms']:.2f} ms median")

@@ -5,17 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from edgecnn import limits as L
 from edgecnn.cli.common import add_wide_arg, bounded
 from edgecnn.console import emit_json, print_table
-from edgecnn.data.transforms import Preprocess
-from edgecnn.errors import EdgeCNNError
-
-# floor of a .tflite file's probabilities before the log (int8 softmax outputs are multiples of 1/256, often 0)
-PROB_FLOOR = 1e-7
 
 EPILOG = """examples:
   edgecnn eval runs/fmnist/best.ckpt --data fashion-mnist
@@ -72,109 +64,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_eval)
 
 
-class PixelTransform:
-    """PIL image -> HWC uint8 tensor at the model's input size (what an app feeds a .tflite)."""
-
-    def __init__(self, preprocess: Preprocess) -> None:
-        self.preprocess = preprocess
-
-    def __call__(self, image) -> torch.Tensor:  # noqa: ANN001 (PIL image)
-        return torch.from_numpy(np.array(self.preprocess.to_uint8(image)))
-
-
-def _open_data(data: str, val_split: float, seed: int, split: str | None, limit: int | None):  # noqa: ANN202
-    from edgecnn.data.datasets import open_dataset
-
-    dataset = open_dataset(data, val_split=val_split, seed=seed, max_imbalance=float("inf"))
-    name = split or ("test" if "test" in dataset.splits else "val")
-    part = dataset.split(name)
-    if limit is not None:
-        part = part.subset(range(min(limit, len(part))))
-    return dataset, name, part
-
-
-def _tflite_setup(path: Path, args: argparse.Namespace):  # noqa: ANN202
-    from edgecnn.converters.inspect import validate_tflite
-    from edgecnn.converters.metadata import read_metadata
-    from edgecnn.converters.tflite_runtime import TFLiteModel
-
-    validate_tflite(path)
-    model = TFLiteModel(path, num_threads=args.threads)
-    meta = read_metadata(path.read_bytes())
-    mean, std = args.mean or meta.get("mean"), args.std or meta.get("std")
-    if mean is None or std is None:
-        raise EdgeCNNError(f"{path} has no normalisation metadata: give --mean and --std (on [0, 1] pixels)")
-    mean, std = (list(v) * model.in_chans if len(v) == 1 else list(v) for v in (mean, std))
-    if len(mean) != model.in_chans or len(std) != model.in_chans:
-        raise EdgeCNNError(f"--mean/--std need {model.in_chans} values (the model's input channels)")
-    h, w = model.input_hw
-    if h != w:
-        raise EdgeCNNError(f"{path} takes {h}x{w} inputs; edgecnn evaluates square inputs only")
-    return model, meta, (h, tuple(mean), tuple(std))
-
-
 def run_eval(args: argparse.Namespace) -> int:
-    from edgecnn.train.evaluate import evaluate, torch_predictor
-    from edgecnn.train.loader import default_workers, eval_loader
-    from edgecnn.train.progress import Progress
+    from edgecnn.pipelines.evaluate import EvalOptions, evaluate
 
-    path = Path(args.model_file)
-    if not path.is_file():
-        raise EdgeCNNError(f"{path} does not exist")
-    workers = args.workers if args.workers is not None else default_workers()
-    if path.suffix.lower() == ".tflite":
-        if not args.data:
-            raise EdgeCNNError("--data is required for a .tflite file (it does not record its training data)")
-        tfl, meta, (res, mean, std) = _tflite_setup(path, args)
-        data = args.data
-        dataset, split_name, split = _open_data(data, args.val_split if args.val_split is not None else 0.1,
-                                                args.seed or 0, args.split, args.limit)
-        crop = args.crop_pct or (1.0 if dataset.native_res is not None else 0.875)
-        preprocess = Preprocess(res=res, mean=mean, std=std, crop_pct=crop, in_chans=tfl.in_chans)
-        labels = meta.get("labels") or dataset.classes
-        num_classes = tfl.num_classes
-        transform = PixelTransform(preprocess)
-        predict = lambda pixels: tfl.predict_pixels(pixels.numpy(), preprocess)  # noqa: E731
-        if meta.get("scores") == "softmax":  # probabilities: their log is what the loss takes as logits
-            probs = predict
-            predict = lambda pixels: np.log(np.maximum(probs(pixels), PROB_FLOOR))  # noqa: E731
-        kind = "tflite"
-    else:
-        from edgecnn.weights import load_checkpoint
-        from edgecnn.train.device import resolve_device
-
-        model, meta = load_checkpoint(path)
-        train_cfg = meta.extra.get("train_config") or {}
-        data = args.data or meta.data
-        if not data:
-            raise EdgeCNNError(f"{path} records no training data: pass --data")
-        val_split = args.val_split if args.val_split is not None else train_cfg.get("val_split", 0.1)
-        seed = args.seed if args.seed is not None else train_cfg.get("seed", 0)
-        dataset, split_name, split = _open_data(data, val_split, seed, args.split, args.limit)
-        preprocess, labels, num_classes = meta.preprocess, meta.labels, meta.num_classes
-        if dataset.in_chans != meta.in_chans and meta.in_chans == 1:
-            raise EdgeCNNError(f"{path} takes grayscale images; {data} is RGB")
-        device = resolve_device(args.device)
-        predict = torch_predictor(model.to(device), device)
-        transform = preprocess
-        kind = "checkpoint"
-    if num_classes != dataset.num_classes:
-        raise EdgeCNNError(f"{path} has {num_classes} classes but {data} has "
-                           f"{dataset.num_classes}: evaluate it on the data it was trained for")
-    loader = eval_loader(split, transform, args.batch_size, workers)
-    with Progress(not args.json) as bar:
-        result = evaluate(predict, loader, num_classes, bar, description=f"eval {split_name}")
-    report = {"file": str(path), "kind": kind, "data": dataset.source, "split": split_name,
-              "input": [preprocess.in_chans, preprocess.res, preprocess.res],
-              **result.to_dict(list(labels) if len(labels) == num_classes else dataset.classes)}
+    options = EvalOptions(split=args.split, val_split=args.val_split, seed=args.seed, limit=args.limit,
+                          batch_size=args.batch_size, workers=args.workers, device=args.device,
+                          threads=args.threads, mean=args.mean and tuple(args.mean),
+                          std=args.std and tuple(args.std), crop_pct=args.crop_pct)
+    report = evaluate(args.model_file, args.data, options, progress=not args.json)
     if args.json:
-        emit_json(report)
+        emit_json(report.to_dict())
         return 0
-    names = list(report["per_class"])
-    print_table(f"{path.name} on {dataset.source} ({split_name}, {result.images} images)",
+    result = report.result
+    per_class = report.to_dict()["per_class"]
+    print_table(f"{Path(report.file).name} on {report.data} ({report.split}, {result.images} images)",
                 ["class", "top-1", "images"],
-                [[n, f"{100 * report['per_class'][n]['top1']:.2f}%", report["per_class"][n]["images"]]
-                 for n in names], justify=["left", "right", "right"], wide=args.wide)
+                [[n, f"{100 * c['top1']:.2f}%", c["images"]] for n, c in per_class.items()],
+                justify=["left", "right", "right"], wide=args.wide)
     print(f"top-1 {100 * result.top1:.2f}%  top-5 {100 * result.top5:.2f}%  loss {result.loss:.4f}  "
           f"{result.images_per_s:.0f} images/s (model), {result.end_to_end_images_per_s:.0f} images/s "
           f"(with loading)")
