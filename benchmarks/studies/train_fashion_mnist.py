@@ -26,18 +26,15 @@ Numbers are only meaningful on an otherwise idle machine: the load average is re
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import platform
 import statistics
-import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from edgecnn.data.datasets import FASHION_MNIST_CLASSES, subset_folder
