@@ -137,7 +137,8 @@ def draw(rows: list[dict], threads: int, budget_ms: float | None = None, precisi
     ax.set_xlabel(f"median latency (ms, batch 1, {threads} thread{'s' if threads != 1 else ''})")
     ax.set_ylabel("top-1 accuracy of the .tflite file (%)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:  # nothing measured yet: no legend
+        ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title)
     fig.tight_layout()
     return fig

@@ -401,9 +401,8 @@ def _run_ray(todo: list[Variant], cfg: ParetoConfig, record: Callable[[dict], No
         here = ray.get_runtime_context().get_node_id()  # the files, the board or phone are reachable from here
         actor = ray.remote(max_concurrency=1, num_cpus=0)(TargetActor).options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False)).remote(cfg)
-        import torch
-
-        cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+        # a GPU per variant when training asks for CUDA, or for "auto" on a cluster that has GPUs
+        cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0)
         task = ray.remote(prepare_variant).options(num_cpus=cfg.cpus_per_variant, num_gpus=int(cuda), max_retries=0)
         pending = {task.remote(v, cfg): v for v in todo}  # train, export, evaluate
         measuring: dict[Any, Variant] = {}  # on the target, one at a time
