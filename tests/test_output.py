@@ -53,7 +53,7 @@ def test_wide_shows_every_column_whatever_the_width(cli, monkeypatch):
 
 
 def test_every_table_command_takes_wide(cli):
-    for command in ("models", "info", "train", "eval", "export", "quantize", "bench"):
+    for command in ("models", "info", "train", "eval", "export", "quantize", "bench", "pareto"):
         r = cli(command, "--help")
         assert r.code == 0 and "--wide" in r.out, command
 

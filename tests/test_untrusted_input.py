@@ -22,7 +22,7 @@ from edgecnn.errors import EXIT_INTERNAL, EXIT_USAGE, EdgeCNNError
 
 # the positional arguments (and required flags) each sub-command needs to reach its flag checks
 NEEDS = {"models": [], "info": ["mobilenet"], "train": ["lenet5"], "eval": ["x.ckpt"], "export": ["mobilenet"],
-         "quantize": ["mobilenet", "--calib-data", "x"], "bench": ["x.tflite"]}
+         "quantize": ["mobilenet", "--calib-data", "x"], "bench": ["x.tflite"], "pareto": ["mobilenet", "--data", "x"]}
 
 
 def _one_line(err: str, *parts: str) -> bool:
@@ -69,10 +69,11 @@ def test_alpha_zero_is_one_line_with_the_published_values(cli):
                                               "mobilenet_v1 0.25, 0.5, 0.75, 1.0")
 
 
-@pytest.mark.parametrize("command", ["info", "export", "train", "quantize", "bench", "eval"])
+@pytest.mark.parametrize("command", ["info", "export", "train", "quantize", "bench", "eval", "pareto"])
 def test_a_ten_thousand_character_model_name_is_one_short_line(cli, tmp_path, command):
     name = "m" * 10_000
-    extra = {"quantize": ["--calib-data", tmp_path], "train": ["--data", "fashion-mnist"]}.get(command, [])
+    extra = {"quantize": ["--calib-data", tmp_path], "train": ["--data", "fashion-mnist"],
+             "pareto": ["--data", "fashion-mnist", "--out", tmp_path / "o"]}.get(command, [])
     r = cli(command, name, *extra)
     assert r.code == EXIT_USAGE and _one_line(r.err, "10000 characters"), r
     assert len(r.err) < 300

@@ -17,7 +17,7 @@ from edgecnn.errors import EXIT_USAGE, EdgeCNNError, shorten
 from edgecnn.signals import exit_status, handling, signal_name
 
 # (module under edgecnn.cli) in the order `edgecnn --help` lists them
-COMMAND_MODULES = ("models_cmd", "train_cmd", "eval_cmd", "export_cmd", "quantize_cmd", "bench_cmd")
+COMMAND_MODULES = ("models_cmd", "train_cmd", "eval_cmd", "export_cmd", "quantize_cmd", "bench_cmd", "pareto_cmd")
 
 EPILOG = """examples:
   edgecnn models                                   list every model with params and MACs

@@ -1,0 +1,74 @@
+"""Issue 12's benchmark: a MobileNetV1 alpha x res grid on Fashion-MNIST through ``edgecnn pareto``,
+int8 and float32 on LiteRT at 1 and 2 threads, with the local executor and then the same grid
+with the Ray executor (a local Ray instance of ``--ray-cpus`` CPUs, one CPU per variant).
+
+    python benchmarks/studies/pareto_fashion_mnist.py [--alpha 0.25,0.5,0.75,1.0] [--res 32,48,64]
+        [--epochs 1] [--budgets 0.1,0.3] [--skip-ray] [--out runs/pareto-study]
+
+Writes ``benchmarks/results/pareto_fashion_mnist.json`` (or ``--results``) (the table, the frontier, the picks at each
+budget, wall time per executor) and copies the local run's ``pareto.png`` beside it. Both
+executors train with one torch thread per variant, so their accuracies are the same numbers; the
+wall times say what Ray's parallelism buys on this machine (with 2 cores, at most 2 variants at once,
+and the measurements share the cores with training).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+from edgecnn.io import write_text
+from edgecnn.pipelines.frontier import summary
+from edgecnn.pipelines.pareto import ParetoConfig, run_pareto
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--alpha", default="0.25,0.5,0.75,1.0")
+    ap.add_argument("--res", default="32,48,64")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--budgets", default="0.1,0.3", help="latency budgets in ms (int8, 1 thread)")
+    ap.add_argument("--ray-cpus", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--data", default="fashion-mnist", help="e.g. a small IDX slice to try the script")
+    ap.add_argument("--out", type=Path, default=Path("runs/pareto-study"))
+    ap.add_argument("--results", type=Path, default=RESULTS / "pareto_fashion_mnist.json")
+    args = ap.parse_args()
+
+    def config(executor: str) -> ParetoConfig:
+        return ParetoConfig(family="mobilenet", data=args.data, alphas=[float(a) for a in args.alpha.split(",")],
+                            resolutions=[int(r) for r in args.res.split(",")], out=str(args.out / executor),
+                            epochs=args.epochs, workers=0, device="cpu", cpus_per_variant=1, threads=[1, 2])
+
+    walls = {}
+    for executor in ("local",) if args.skip_ray else ("local", "ray"):
+        if executor == "ray":
+            import ray
+
+            ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
+        t0 = time.perf_counter()
+        result = run_pareto(config(executor), executor=executor)
+        walls[executor] = round(time.perf_counter() - t0, 1)
+        if executor == "ray":
+            ray.shutdown()
+        if executor == "local":
+            rows = result.rows
+    picks = {b: summary(rows, float(b), "int8", 1)["budget"]["pick"] for b in args.budgets.split(",")}
+    report = {**summary(rows), "picks_int8_1_thread": picks, "wall_seconds": walls, "ray_cpus": args.ray_cpus,
+              "cores": os.cpu_count(), "data": args.data,
+              "command": f"python benchmarks/studies/pareto_fashion_mnist.py --alpha {args.alpha} --res {args.res} "
+                         f"--epochs {args.epochs}"}
+    write_text(args.results, json.dumps(report, indent=2, default=str) + "\n")
+    shutil.copy(args.out / "local" / "pareto.png", args.results.with_suffix(".png"))
+    print(json.dumps({"wall_seconds": walls, "frontier": report["frontier"], "picks": {
+        b: p and p["variant"] for b, p in picks.items()}}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
