@@ -117,7 +117,7 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 (ParetoConfig)
 
     local = args.target == "local"
     cpus = args.cpus_per_variant or (os.cpu_count() or 1 if args.executor == "local" else 1)
-    options = {"ssh_key": args.ssh_key, "ssh_options": args.ssh_option, "remote_python": args.remote_python,
+    options = {"ssh_key": args.ssh_key, "ssh_options": args.ssh_option or (), "remote_python": args.remote_python,
                "benchmark_binary": args.benchmark_binary, "serial": args.serial}
     return ParetoConfig(
         family=args.family, data=args.data, alphas=args.alpha, resolutions=args.res, phis=args.phi, out=args.out,

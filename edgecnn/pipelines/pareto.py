@@ -27,16 +27,18 @@ a folder every node sees at the same path (NFS, or a single-node cluster).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from itertools import product
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from edgecnn.errors import EdgeCNNError, shorten
 from edgecnn.io import write_text
 from edgecnn.signals import Interrupted
+
+if TYPE_CHECKING:
+    from edgecnn.benchmarks.target import Target
 
 EXECUTORS = ("local", "ray")
 PRECISIONS = ("int8", "float32")
@@ -157,59 +159,35 @@ def export_variant(checkpoint: Path, cfg: ParetoConfig, out: Path) -> dict:
 
 
 def evaluate_tflite(path: Path, data: str, preprocess: dict, workers: int = 0, batch_size: int = 256) -> dict:
-    """Top-1 and top-5 (fractions) of a ``.tflite`` file on ``data``'s test split (else val), fed
-    pixels as an app does, as ``edgecnn eval FILE --data DATA`` scores it."""
-    import numpy as np
-    import torch
+    """Top-1 and top-5 (fractions) of a ``.tflite`` file on ``data``'s test split (else val), as
+    ``edgecnn eval FILE --data DATA`` scores it (:func:`edgecnn.pipelines.evaluate.evaluate`)."""
+    from edgecnn.pipelines.evaluate import EvalOptions, evaluate
 
-    from edgecnn.converters.tflite_runtime import TFLiteModel
-    from edgecnn.data.datasets import open_dataset
-    from edgecnn.data.transforms import Preprocess
-    from edgecnn.train.evaluate import evaluate
-    from edgecnn.train.loader import eval_loader
-
-    prep = Preprocess(**preprocess)
-    model = TFLiteModel(path)
-    dataset = open_dataset(data, max_imbalance=float("inf"))
-    split = "test" if "test" in dataset.splits else "val"
-    loader = eval_loader(dataset.split(split), lambda image: torch.from_numpy(np.array(prep.to_uint8(image))),
-                         batch_size, workers)
-    result = evaluate(lambda pixels: model.predict_pixels(pixels.numpy(), prep), loader, model.num_classes)
-    return {"top1": result.top1, "top5": result.top5, "images": result.images, "split": split}
+    report = evaluate(path, data, EvalOptions(workers=workers, batch_size=batch_size,
+                                              crop_pct=preprocess.get("crop_pct")))
+    r = report.result
+    return {"top1": r.top1, "top5": r.top5, "images": r.images, "split": report.split}
 
 
-def make_target(url: str, options: dict) -> Any:
-    """The benchmark target of ``url``: None for local, an ``SSHTarget`` or an ``AdbTarget``."""
-    if url == "local":
-        return None
-    if url.startswith("ssh://"):
-        from edgecnn.benchmarks.remote_ssh import SSHTarget
+def make_target(cfg: ParetoConfig) -> Target:
+    """The benchmark target of ``cfg.target`` (:func:`edgecnn.pipelines.bench.target_from_url`)."""
+    from edgecnn.pipelines.bench import target_from_url
 
-        return SSHTarget.parse(url, key=options.get("ssh_key"), python=options.get("remote_python", "python3"),
-                               remote_dir=options.get("remote_dir"), options=options.get("ssh_options", []))
-    if url == "adb":
-        from edgecnn.benchmarks.remote_adb import AdbTarget
-
-        if not options.get("benchmark_binary"):
-            raise EdgeCNNError("--target adb needs --benchmark-binary (TFLite's benchmark_model for the phone)")
-        return AdbTarget(Path(options["benchmark_binary"]), serial=options.get("serial"))
-    raise EdgeCNNError(f"bad --target {url!r}: use local, ssh://[user@]host[:port] or adb")
+    options = {k: v for k, v in cfg.target_options.items() if v is not None}
+    return target_from_url(cfg.target, **options)
 
 
-def bench_files(files: list[Path], cfg: ParetoConfig, target: Any) -> list[dict]:
-    """``edgecnn bench``'s harness: every file x thread count, one process per point (on the board
-    or phone for remote targets); returns the benchmark rows."""
+def bench_files(files: list[Path], cfg: ParetoConfig, target: Target) -> list[dict]:
+    """``edgecnn bench``'s harness on ``target``: every file x thread count, one process per point
+    (LiteRT locally; on the board or phone for remote targets); returns the benchmark rows."""
     from edgecnn.benchmarks.measure import Protocol
-    from edgecnn.benchmarks.runtimes import run_point
-    from edgecnn.benchmarks.sweep import file_fields, points_for_files
+    from edgecnn.benchmarks.target import LocalTarget
 
     protocol = Protocol(num_runs=cfg.runs, min_secs=cfg.min_secs, warmup_min_secs=min(0.5, cfg.min_secs))
-    if target is None:
-        points = points_for_files(files, cfg.threads, protocol, runtimes=["litert"])
-        return [run_point(p, timeout=cfg.timeout) for p in points]
-    points = [{"runtime": "litert" if target.label.startswith("ssh") else "benchmark_model", "target": target.label,
-               **file_fields(f), "threads": t, "protocol": protocol.to_dict(), "options": target.run_options}
-              for f in files for t in cfg.threads]
+    if isinstance(target, LocalTarget):
+        points = target.points(files, cfg.threads, protocol, runtimes=["litert"])
+    else:
+        points = target.points(files, cfg.threads, protocol)
     return [target.run_point(p, timeout=cfg.timeout) for p in points]
 
 
@@ -359,15 +337,10 @@ def run_pareto(cfg: ParetoConfig, executor: str = "local", ray_address: str | No
 
 
 def _run_local(todo: list[Variant], cfg: ParetoConfig, record: Callable[[dict], None], _address: Any) -> None:
-    target = make_target(cfg.target, cfg.target_options)
-    try:
-        if target is not None:
-            target.prepare()
+    with make_target(cfg) as target:
+        target.prepare()
         for v in todo:
             record(measure_variant(prepare_variant(v, cfg), cfg, target))
-    finally:
-        if target is not None:
-            target.close()
 
 
 class TargetActor:
@@ -376,16 +349,14 @@ class TargetActor:
 
     def __init__(self, cfg: ParetoConfig) -> None:
         self.cfg = cfg
-        self.target = make_target(cfg.target, cfg.target_options)
-        if self.target is not None:
-            self.target.prepare()
+        self.target = make_target(cfg)
+        self.target.prepare()
 
     def measure(self, row: dict) -> dict:
         return measure_variant(row, self.cfg, self.target)
 
     def close(self) -> None:
-        if self.target is not None:
-            self.target.close()
+        self.target.close()
 
 
 def _run_ray(todo: list[Variant], cfg: ParetoConfig, record: Callable[[dict], None], address: str | None) -> None:
