@@ -44,11 +44,39 @@ CONFIGS = {
 }
 
 
+CUBIC_A = -0.75  # PyTorch's (and OpenCV's) bicubic convolution coefficient
+
+
+def bicubic_matrix(old: int, new: int) -> list[list[float]]:
+    """The (new, old) matrix of PyTorch's 1-D bicubic resampling with ``align_corners=True``.
+
+    Plain Python numbers: under ``torch.export`` the matrix is a constant, so a resampled position
+    embedding folds into one constant instead of a chain of gathers in the converted graph.
+    """
+    def cubic(x: float) -> float:  # the convolution kernel at distance |x| (Keys 1981)
+        x = abs(x)
+        if x <= 1:
+            return ((CUBIC_A + 2) * x - (CUBIC_A + 3)) * x * x + 1
+        return ((CUBIC_A * x - 5 * CUBIC_A) * x + 8 * CUBIC_A) * x - 4 * CUBIC_A if x < 2 else 0.0
+
+    rows = []
+    for i in range(new):
+        src = i * (old - 1) / (new - 1) if new > 1 else 0.0
+        base, t = math.floor(src), src - math.floor(src)
+        row = [0.0] * old
+        for tap in range(-1, 3):
+            row[min(max(base + tap, 0), old - 1)] += cubic(tap - t)
+        rows.append(row)
+    return rows
+
+
 def resize_pos_embedding(pos_embedding: torch.Tensor, grid: int) -> torch.Tensor:
     """A (1, 1 + g*g, dim) position embedding resampled to a ``grid`` x ``grid`` patch grid.
 
-    The class token's entry (first) is kept; the g x g grid is resized bicubically (torchvision's
-    ``interpolate_embeddings`` rule, ``align_corners=True``). Returned unchanged when it already fits.
+    The class token's entry (first) is kept; the g x g grid is resized bicubically with
+    ``align_corners=True`` (torchvision's ``interpolate_embeddings`` rule), written as two 2-D matrix
+    products with a constant matrix, which litert-torch folds into one constant: a model exported at
+    another resolution has no resampling ops. Returned unchanged when it already fits.
     """
     n, seq, dim = pos_embedding.shape
     old = math.isqrt(seq - 1)
@@ -56,9 +84,11 @@ def resize_pos_embedding(pos_embedding: torch.Tensor, grid: int) -> torch.Tensor
         raise EdgeCNNError(f"a position embedding must be (1, 1 + g*g, dim), got {list(pos_embedding.shape)}")
     if old == grid:
         return pos_embedding
-    img = pos_embedding[:, 1:].reshape(1, old, old, dim).permute(0, 3, 1, 2)
-    img = nn.functional.interpolate(img, size=(grid, grid), mode="bicubic", align_corners=True)
-    return torch.cat([pos_embedding[:, :1], img.permute(0, 2, 3, 1).reshape(1, grid * grid, dim)], dim=1)
+    a = torch.tensor(bicubic_matrix(old, grid), dtype=pos_embedding.dtype, device=pos_embedding.device)
+    img = torch.matmul(a, pos_embedding[0, 1:].reshape(old, old * dim))  # rows: (grid, old * dim)
+    img = img.reshape(grid, old, dim).permute(1, 0, 2).reshape(old, grid * dim)
+    img = torch.matmul(a, img).reshape(grid, grid, dim).permute(1, 0, 2).reshape(1, grid * grid, dim)  # columns
+    return torch.cat([pos_embedding[:, :1], img], dim=1)
 
 
 def interpolate_embeddings(state_dict: dict[str, torch.Tensor], image_size: int,
