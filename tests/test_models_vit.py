@@ -160,6 +160,19 @@ def test_a_224_state_dict_loads_into_a_160_model_and_matches_running_at_160():
     torch.testing.assert_close(out160, out224, rtol=0, atol=0)  # the very same tensors and ops
 
 
+def test_load_weights_resamples_a_file_trained_at_another_resolution(tmp_path):
+    torch.manual_seed(0)
+    m224 = edgecnn.create_model("deit_tiny", num_layers=1)
+    torch.save(m224.state_dict(), tmp_path / "w.pth")
+    m96 = edgecnn.create_model("deit_tiny", num_layers=1, image_size=96, weights=str(tmp_path / "w.pth"))
+    assert m96.encoder.pos_embedding.shape == (1, 37, 192)
+    assert torch.equal(m96.encoder.pos_embedding, resize_pos_embedding(m224.encoder.pos_embedding, 6))
+    bad = dict(m224.state_dict(), **{"encoder.pos_embedding": torch.zeros(1, 11, 192)})
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(EdgeCNNError, match="must be \\(1, 1 \\+ g\\*g, dim\\), got \\[1, 11, 192\\]"):
+        edgecnn.create_model("deit_tiny", num_layers=1, weights=str(tmp_path / "bad.pth"))
+
+
 def test_knobs_shape_the_model_and_bad_ones_raise_one_line():
     with torch.device("meta"):
         m = edgecnn.create_model("deit_tiny", patch_size=8, num_layers=3, num_heads=4, hidden_dim=64, mlp_dim=128)
@@ -204,6 +217,9 @@ def test_adamw_leaves_norms_biases_position_embedding_and_class_token_undecayed(
 
 
 EXPORTS = [("deit_tiny", 64), ("mobilevit_xxs", 64)]
+# random-weight int8 logits against float32 (32 calibration images): measured 0.960 for DeiT-Tiny and
+# 0.969 for MobileViT-XXS; 0.9 is the pipeline's own int8 bound for trained models
+COSINE_FLOOR = 0.9
 
 
 @pytest.mark.slow
@@ -222,4 +238,4 @@ def test_float32_and_int8_export_verified(tmp_path, name, res):
     assert i8["verification"]["status"] == "not judged: random weights"
     assert i8["inspected_precision"] in ("int8", "mixed") and i8["constant_types"].get("INT8")
     assert i8["bytes"] < 0.4 * f32["bytes"]  # int8 weights: a quarter of the float32 file plus the graph
-    assert i8["verification"]["cosine"] > COSINE_FLOOR[name], i8["verification"]
+    assert i8["verification"]["cosine"] > COSINE_FLOOR, i8["verification"]

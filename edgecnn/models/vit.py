@@ -78,9 +78,9 @@ def resize_pos_embedding(pos_embedding: torch.Tensor, grid: int) -> torch.Tensor
     products with a constant matrix, which litert-torch folds into one constant: a model exported at
     another resolution has no resampling ops. Returned unchanged when it already fits.
     """
-    n, seq, dim = pos_embedding.shape
+    n, seq, dim = pos_embedding.shape if pos_embedding.dim() == 3 else (0, 1, 0)
     old = math.isqrt(seq - 1)
-    if n != 1 or old * old != seq - 1:
+    if n != 1 or old < 1 or old * old != seq - 1:
         raise EdgeCNNError(f"a position embedding must be (1, 1 + g*g, dim), got {list(pos_embedding.shape)}")
     if old == grid:
         return pos_embedding
@@ -96,11 +96,12 @@ def interpolate_embeddings(state_dict: dict[str, torch.Tensor], image_size: int,
     """A copy of a ViT ``state_dict`` whose position embedding fits ``image_size`` px inputs.
 
     For loading weights trained at one resolution into a model built for another (``image_size``
-    knob); ``model.load_state_dict`` applies it by itself.
+    knob); ``model.load_state_dict`` and :func:`edgecnn.weights.load_weights` apply it by themselves.
     """
     out = dict(state_dict)
     key = "encoder.pos_embedding"
-    out[key] = resize_pos_embedding(state_dict[key], image_size // patch_size)
+    if key in out:  # a missing key is the loader's to report
+        out[key] = resize_pos_embedding(out[key], image_size // patch_size)
     return out
 
 
@@ -141,7 +142,7 @@ class VisionTransformer(nn.Module):
         dropout = check_rate("dropout", dropout)
         if image_size < patch_size:
             raise EdgeCNNError(f"image_size ({image_size}) must be at least patch_size ({patch_size})")
-        self.patch_size, self.hidden_dim = patch_size, hidden_dim
+        self.image_size, self.patch_size, self.hidden_dim = image_size, patch_size, hidden_dim
         self.conv_proj = nn.Conv2d(in_chans, hidden_dim, patch_size, patch_size)
         self.class_token = nn.Parameter(torch.zeros(1, 1, hidden_dim))
         self.encoder = Encoder(image_size // patch_size, num_layers, num_heads, hidden_dim, mlp_dim, dropout)
@@ -151,6 +152,11 @@ class VisionTransformer(nn.Module):
         nn.init.zeros_(self.conv_proj.bias)
         nn.init.trunc_normal_(self.heads.head.weight, std=0.02)
         nn.init.zeros_(self.heads.head.bias)
+
+    def adapt_state_dict(self, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A copy of ``state_dict`` whose position embedding fits this model
+        (:func:`edgecnn.weights.load_weights` applies it before comparing shapes)."""
+        return interpolate_embeddings(state_dict, self.image_size, self.patch_size)
 
     def no_weight_decay(self) -> set[str]:
         """Parameter names AdamW leaves undecayed beyond norms and biases (the DeiT recipe)."""
