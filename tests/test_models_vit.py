@@ -239,3 +239,22 @@ def test_float32_and_int8_export_verified(tmp_path, name, res):
     assert i8["inspected_precision"] in ("int8", "mixed") and i8["constant_types"].get("INT8")
     assert i8["bytes"] < 0.4 * f32["bytes"]  # int8 weights: a quarter of the float32 file plus the graph
     assert i8["verification"]["cosine"] > COSINE_FLOOR, i8["verification"]
+
+
+@pytest.mark.slow
+def test_a_small_vit_trains_and_its_checkpoint_rebuilds_with_its_knobs(fmnist_small, tmp_path):
+    from edgecnn.checkpoint import load_checkpoint
+    from edgecnn.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    knobs = {"patch_size": 4, "num_layers": 2, "num_heads": 2, "hidden_dim": 64, "mlp_dim": 128, "image_size": 32}
+    result = train(TrainConfig(model="deit_tiny", knobs=knobs, data=str(fmnist_small), out=str(tmp_path / "r"),
+                               epochs=3, batch_size=32, lr=1e-3, warmup_epochs=0.5, val_split=0.2, workers=0),
+                   progress=False)
+    assert result.config.optimizer == "adamw"
+    assert all(torch.isfinite(torch.tensor(r["train_loss"])) for r in result.history)
+    # 10 classes, 199 validation images: chance is 0.10 +- 0.02, so 0.2 is 5 standard deviations above
+    # it (measured 0.30 after 3 epochs on an AMD Zen 5)
+    assert result.best_val_top1 > 0.2, result.history
+    model, meta = load_checkpoint(tmp_path / "r" / "best.ckpt")
+    assert meta.knobs == knobs and model.encoder.pos_embedding.shape == (1, 65, 64)
