@@ -178,10 +178,15 @@ def test_knobs_shape_the_model_and_bad_ones_raise_one_line():
         m = edgecnn.create_model("deit_tiny", patch_size=8, num_layers=3, num_heads=4, hidden_dim=64, mlp_dim=128)
     assert len(m.encoder.layers) == 3 and m.encoder.pos_embedding.shape == (1, 28 * 28 + 1, 64)
     assert m.conv_proj.weight.shape == (64, 3, 8, 8)
+    assert m.encoder.layers[0].mlp[1].approximate == "none"  # torchvision's exact GELU by default
+    with torch.device("meta"):
+        tanh = edgecnn.create_model("deit_tiny", num_layers=1, gelu_tanh=True)
+    assert tanh.encoder.layers[0].mlp[1].approximate == "tanh"
     for knobs, message in [({"num_heads": 5}, "must be a multiple of the number of heads"),
                            ({"patch_size": 1}, "patch_size (px) must be an integer in [2, 64]"),
                            ({"num_layers": 0}, "num_layers must be an integer"),
-                           ({"image_size": 8}, "must be at least patch_size")]:
+                           ({"image_size": 8}, "must be at least patch_size"),
+                           ({"gelu_tanh": 1}, "gelu_tanh must be True or False, got 1")]:
         with pytest.raises(EdgeCNNError, match=None) as info:
             with torch.device("meta"):
                 edgecnn.create_model("deit_tiny", **knobs)

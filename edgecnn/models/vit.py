@@ -4,7 +4,9 @@
 The image is cut into ``patch_size`` x ``patch_size`` patches (one strided convolution), a class
 token is prepended, a learned position embedding added, and ``num_layers`` pre-norm transformer
 layers (``num_heads`` heads of width ``hidden_dim / num_heads``, MLP ``mlp_dim`` with exact GELU)
-run over the tokens; the class token's output feeds the classifier.
+run over the tokens; the class token's output feeds the classifier. ``gelu_tanh=True`` swaps the
+exact (erf) GELU for its tanh approximation: the onnx2tf back end turns erf into a Flex op that the
+LiteRT runtime lacks (measured), litert-torch lowers both to a builtin GELU.
 
 Module layout, state_dict keys and shapes are torchvision's ``vit_b_16``/``vit_b_32``/``vit_l_16``
 (86,567,656 / 88,224,232 / 304,326,632 parameters), but attention is
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from functools import partial
 
 import torch
 from torch import nn
@@ -110,12 +113,13 @@ class Encoder(nn.Module):
     ``layers.encoder_layer_{i}``, final LayerNorm ``ln``."""
 
     def __init__(self, grid: int, num_layers: int, num_heads: int, hidden_dim: int, mlp_dim: int,
-                 dropout: float) -> None:
+                 dropout: float, gelu: str = "none") -> None:
         super().__init__()
         self.pos_embedding = nn.Parameter(torch.empty(1, grid * grid + 1, hidden_dim).normal_(std=0.02))
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.Sequential(OrderedDict(
-            (f"encoder_layer_{i}", TransformerBlock(hidden_dim, num_heads, mlp_dim, dropout))
+            (f"encoder_layer_{i}", TransformerBlock(hidden_dim, num_heads, mlp_dim, dropout,
+                                                    act_layer=partial(nn.GELU, approximate=gelu)))
             for i in range(num_layers)))
         self.ln = nn.LayerNorm(hidden_dim, eps=1e-6)
 
@@ -134,18 +138,21 @@ class Encoder(nn.Module):
 class VisionTransformer(nn.Module):
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, image_size: int = 224,
                  patch_size: int = 16, num_layers: int = 12, num_heads: int = 12, hidden_dim: int = 768,
-                 mlp_dim: int = 3072, dropout: float = 0.0) -> None:
+                 mlp_dim: int = 3072, dropout: float = 0.0, gelu_tanh: bool = False) -> None:
         super().__init__()
         image_size, patch_size = RES.check(image_size), PATCH_SIZE.check(patch_size)
         num_layers, num_heads = NUM_LAYERS.check(num_layers), NUM_HEADS.check(num_heads)
         hidden_dim, mlp_dim = HIDDEN_DIM.check(hidden_dim), MLP_DIM.check(mlp_dim)
         dropout = check_rate("dropout", dropout)
+        if not isinstance(gelu_tanh, bool):
+            raise EdgeCNNError(f"gelu_tanh must be True or False, got {gelu_tanh!r}")
         if image_size < patch_size:
             raise EdgeCNNError(f"image_size ({image_size}) must be at least patch_size ({patch_size})")
         self.image_size, self.patch_size, self.hidden_dim = image_size, patch_size, hidden_dim
         self.conv_proj = nn.Conv2d(in_chans, hidden_dim, patch_size, patch_size)
         self.class_token = nn.Parameter(torch.zeros(1, 1, hidden_dim))
-        self.encoder = Encoder(image_size // patch_size, num_layers, num_heads, hidden_dim, mlp_dim, dropout)
+        self.encoder = Encoder(image_size // patch_size, num_layers, num_heads, hidden_dim, mlp_dim, dropout,
+                               "tanh" if gelu_tanh else "none")
         self.heads = nn.Sequential(OrderedDict(head=nn.Linear(hidden_dim, num_classes)))
         fan_in = in_chans * patch_size * patch_size  # torchvision's patchify-stem initialisation
         nn.init.trunc_normal_(self.conv_proj.weight, std=math.sqrt(1 / fan_in))
@@ -187,6 +194,6 @@ for _name, (_patch, _layers, _heads, _dim, _mlp) in CONFIGS.items():
         # one patch is the smallest input; 32 px keeps every variant above the registry's floor
         min_res=max(32, _patch),
         tunable={"image_size": 224, "patch_size": _patch, "num_layers": _layers, "num_heads": _heads,
-                 "hidden_dim": _dim, "mlp_dim": _mlp},
+                 "hidden_dim": _dim, "mlp_dim": _mlp, "gelu_tanh": False},
         res_for=_image_size, aliases=(_name.replace("_", ""),) if _name.startswith("vit") else ("deit_ti",),
         paper=_PAPER if _name.startswith("vit") else "Touvron et al. 2021, arXiv:2012.12877"))
