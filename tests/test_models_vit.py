@@ -263,3 +263,20 @@ def test_a_small_vit_trains_and_its_checkpoint_rebuilds_with_its_knobs(fmnist_sm
     assert result.best_val_top1 > 0.2, result.history
     model, meta = load_checkpoint(tmp_path / "r" / "best.ckpt")
     assert meta.knobs == knobs and model.encoder.pos_embedding.shape == (1, 65, 64)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("convert")
+def test_onnx2tf_int8_runs_attention_softmax_and_layernorm_in_int8(tmp_path):
+    """The onnx2tf back end (TFLite's own quantiser) leaves nothing in float, batched matmuls and
+    softmax included; it needs the tanh GELU (the exact one becomes a Flex op, and no int8 file)."""
+    model = edgecnn.create_model("deit_tiny", num_layers=2, gelu_tanh=True)
+    report = edgecnn.export(model, res=64, quantize="float32,int8", converter="onnx2tf", scores="logits",
+                            calib_samples=32, out=tmp_path / "o", progress=False, measure=False)
+    f32, i8 = report.files
+    # float32 rounding: measured 1e-6 of the largest logit, 1000x below the bound
+    assert f32["verification"]["passed"] and f32["verification"]["max_rel_error"] <= 1e-3
+    assert {"BATCH_MATMUL", "SOFTMAX", "RSQRT"} <= set(f32["float_op_names"])
+    assert i8["float_ops"] == 0 and i8["inspected_precision"] == "int8", i8["float_op_names"]
+    # random weights, 2 layers: measured cosine 0.955 against float32
+    assert i8["verification"]["cosine"] > COSINE_FLOOR

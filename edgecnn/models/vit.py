@@ -6,7 +6,7 @@ token is prepended, a learned position embedding added, and ``num_layers`` pre-n
 layers (``num_heads`` heads of width ``hidden_dim / num_heads``, MLP ``mlp_dim`` with exact GELU)
 run over the tokens; the class token's output feeds the classifier. ``gelu_tanh=True`` swaps the
 exact (erf) GELU for its tanh approximation: the onnx2tf back end turns erf into a Flex op that the
-LiteRT runtime lacks (measured), litert-torch lowers both to a builtin GELU.
+LiteRT runtime lacks (measured); litert-torch lowers the exact one to a builtin GELU.
 
 Module layout, state_dict keys and shapes are torchvision's ``vit_b_16``/``vit_b_32``/``vit_l_16``
 (86,567,656 / 88,224,232 / 304,326,632 parameters), but attention is
