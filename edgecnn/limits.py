@@ -60,10 +60,18 @@ PUBLISHED_ALPHAS = {"mobilenet_v1": (0.25, 0.5, 0.75, 1.0), "mobilenet_v2": (0.3
 ALPHA = Bound("alpha (width multiplier)", 0, 4, lo_open=True)
 # B0 is 0, B7 is about 7; phi 8 means 685 px inputs, 2.1x B0's width and 4.3x its depth
 PHI = Bound("phi (EfficientNet compound coefficient)", -4, 8)
-KNOBS = {"alpha": ALPHA, "phi": PHI}
+# Vision Transformer shape knobs (vit.py): ViT-H/14 is 32 layers of width 1280, 16 heads, MLP 5120;
+# the bounds leave 1.5-3x headroom. A patch of 2 px on a 224 px input is already 12,544 tokens.
+PATCH_SIZE = Bound("patch_size (px)", 2, 64, integer=True)
+NUM_LAYERS = Bound("num_layers", 1, 64, integer=True)
+NUM_HEADS = Bound("num_heads", 1, 64, integer=True)
+HIDDEN_DIM = Bound("hidden_dim (width)", 8, 4096, integer=True)
+MLP_DIM = Bound("mlp_dim", 8, 16384, integer=True)
 # every model needs more than 8 px (the registry names each one's minimum); 2048 px is 2.5x the largest
 # published input (EfficientNet-L2, 800 px), where VGG's first feature map alone is 1 GiB in fp32
 RES = Bound("resolution (px)", 8, 2048, integer=True)
+KNOBS = {"alpha": ALPHA, "phi": PHI, "patch_size": PATCH_SIZE, "num_layers": NUM_LAYERS, "num_heads": NUM_HEADS,
+         "hidden_dim": HIDDEN_DIM, "mlp_dim": MLP_DIM, "image_size": RES}
 # ImageNet-21k has 21,843 classes
 NUM_CLASSES = Bound("num_classes", 1, 100_000, integer=True)
 # 1 grayscale, 3 RGB, 4 RGBA

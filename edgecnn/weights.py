@@ -442,7 +442,8 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
     if head not in HEAD_MODES:
         raise EdgeCNNError(f"head must be one of {', '.join(HEAD_MODES)}, got {head!r}")
     expected = model.state_dict()
-    state = dict(state_dict)
+    adapt = getattr(model, "adapt_state_dict", None)  # e.g. a ViT resamples its position embedding
+    state = adapt(state_dict) if adapt is not None else dict(state_dict)
     # BatchNorm's num_batches_tracked counter is optional in older files; torch fills it in.
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]

@@ -7,6 +7,8 @@ from edgecnn.models import mobilenet_v3, efficientnet, squeezenet, shufflenet_v2
 # Reference models from CNN history, in order of publication.
 from edgecnn.models import lenet, alexnet, vgg, googlenet, inception, resnet, densenet  # noqa: F401,I001
 from edgecnn.models import convnext  # noqa: F401,I001
+# Transformers.
+from edgecnn.models import vit, mobilevit  # noqa: F401,I001
 from edgecnn.models.registry import (
     ModelConfig,
     ModelSpec,

@@ -244,3 +244,64 @@ class PooledClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention written with plain matmuls and a softmax (no fused kernels).
+
+    Parameters and state_dict keys are ``nn.MultiheadAttention``'s (``in_proj_weight`` stacking the
+    query, key and value projections, ``in_proj_bias``, ``out_proj``), so torchvision's ViT weights
+    load unchanged, but the graph is linear -> reshape/transpose -> batched matmul -> softmax ->
+    batched matmul -> linear, which LiteRT lowers op by op. Input and output (batch, tokens, dim).
+    The two token-by-token matmuls cost ``2 * tokens**2 * dim`` MACs per image, counted by
+    :func:`edgecnn.stats.model_stats` like any matrix product.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise EdgeCNNError(f"the width ({dim}) must be a multiple of the number of heads ({num_heads})")
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)  # nn.MultiheadAttention's initialisation
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        h = self.num_heads
+        q, k, v = nn.functional.linear(x, self.in_proj_weight, self.in_proj_bias).split(c, dim=-1)
+        q = (q * self.scale).reshape(b, n, h, c // h).permute(0, 2, 1, 3)  # (b, h, n, c/h)
+        k = k.reshape(b, n, h, c // h).permute(0, 2, 3, 1)  # (b, h, c/h, n): no second transpose
+        v = v.reshape(b, n, h, c // h).permute(0, 2, 1, 3)
+        attn = torch.matmul(q, k).softmax(dim=-1)  # (b, h, n, n)
+        out = torch.matmul(attn, v).permute(0, 2, 1, 3).reshape(b, n, c)
+        return self.out_proj(out)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer encoder layer, torchvision's ViT ``EncoderBlock`` layout.
+
+    ``x + attention(ln_1(x))``, then ``+ mlp(ln_2(x))`` with ``mlp`` = Linear(dim, mlp_dim) -> act
+    -> Dropout -> Linear(mlp_dim, dim) -> Dropout (keys ``mlp.0``, ``mlp.3``).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, dropout: float = 0.0,
+                 act_layer: ActLayer = nn.GELU, norm_eps: float = 1e-6) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim, eps=norm_eps)
+        self.self_attention = SelfAttention(dim, num_heads)
+        self.dropout = nn.Dropout(dropout)
+        self.ln_2 = nn.LayerNorm(dim, eps=norm_eps)
+        self.mlp = nn.Sequential(nn.Linear(dim, mlp_dim), act_layer(), nn.Dropout(dropout),
+                                 nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):  # torchvision's MLPBlock initialisation
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.normal_(m.bias, std=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.self_attention(self.ln_1(x)))
+        return x + self.mlp(self.ln_2(x))

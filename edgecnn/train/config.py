@@ -23,8 +23,9 @@ BOUNDS = {"res": L.RES, "epochs": L.EPOCHS, "batch_size": L.BATCH_SIZE, "lr": L.
 
 # Default optimizer per model family: SGD-momentum at 0.1 x batch/256 suits networks with BatchNorm;
 # those without normalisation layers diverge at that rate (LeNet-5 on 5,400 Fashion-MNIST images,
-# one epoch: loss 35, val 9%) and train with AdamW (val 67%).
-ADAMW_FAMILIES = ("lenet", "alexnet", "vgg", "squeezenet")
+# one epoch: loss 35, val 9%) and train with AdamW (val 67%). Transformers train with AdamW in their
+# papers (ViT, DeiT, MobileViT).
+ADAMW_FAMILIES = ("lenet", "alexnet", "vgg", "squeezenet", "vit", "mobilevit")
 
 
 def default_optimizer(model: str) -> str:

@@ -1,4 +1,5 @@
-"""Optimizer and learning-rate schedule: no weight decay on BN/biases, linear warm-up, then cosine."""
+"""Optimizer and learning-rate schedule: no weight decay on norms/biases/position embeddings, linear
+warm-up, then cosine."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from edgecnn.train.config import TrainConfig
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two groups: weights of convolutions/linears decay; 1-D tensors (BN scale/shift, biases) do not."""
+    """Two groups: weights of convolutions/linears decay; 1-D tensors (norm scales/shifts, biases) do
+    not, nor do the tensors a module names in its ``no_weight_decay()`` (a ViT's position embedding
+    and class token, the DeiT recipe)."""
+    exempt = {id(p) for m in model.modules() if hasattr(m, "no_weight_decay")
+              for name, p in m.named_parameters() if name in m.no_weight_decay()}
     decay, no_decay = [], []
     for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
+        (no_decay if p.ndim <= 1 or id(p) in exempt else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
