@@ -119,3 +119,18 @@ def fmnist_small(tmp_path_factory) -> Path:
         for kind in ("images-idx3", "labels-idx1"):
             _write_idx(dst / f"{split}-{kind}-ubyte.gz", read_idx(src / f"{split}-{kind}-ubyte.gz")[:n])
     return dst
+
+
+@pytest.fixture(scope="session")
+def torchvision_source():
+    """torchvision's pure-Python model files, unpacked from its PyPI wheel with empty __init__s."""
+
+    pypi_member("torchvision", "torchvision/models/resnet.py")  # fetches and caches the wheel
+    root = ASSET_DIR / "torchvision-src"
+    if not (root / "torchvision" / "models" / "convnext.py").is_file():
+        wheel = sorted((ASSET_DIR / "wheels").glob("torchvision-*.whl"))[-1]
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(root, [n for n in zf.namelist() if n.endswith(".py")])
+        for pkg in ("", "models", "ops"):  # skip the package imports that load compiled ops
+            (root / "torchvision" / pkg / "__init__.py").write_text("")
+    return root

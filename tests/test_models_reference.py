@@ -255,24 +255,6 @@ PARITY = [
 ]
 
 
-@pytest.fixture(scope="session")
-def torchvision_source():
-    """torchvision's pure-Python model files, unpacked from its PyPI wheel with empty __init__s."""
-    import zipfile
-
-    from conftest import ASSET_DIR, pypi_member
-
-    pypi_member("torchvision", "torchvision/models/resnet.py")  # fetches and caches the wheel
-    root = ASSET_DIR / "torchvision-src"
-    if not (root / "torchvision" / "models" / "convnext.py").is_file():
-        wheel = sorted((ASSET_DIR / "wheels").glob("torchvision-*.whl"))[-1]
-        with zipfile.ZipFile(wheel) as zf:
-            zf.extractall(root, [n for n in zf.namelist() if n.endswith(".py")])
-        for pkg in ("", "models", "ops"):  # skip the package imports that load compiled ops
-            (root / "torchvision" / pkg / "__init__.py").write_text("")
-    return root
-
-
 @pytest.mark.slow
 def test_same_layout_and_outputs_as_torchvision(torchvision_source):
     import json

@@ -13,7 +13,6 @@ import sys
 
 import pytest
 import torch
-from test_models_reference import torchvision_source  # noqa: F401  (the fixture)
 
 import edgecnn
 from edgecnn.errors import EdgeCNNError
