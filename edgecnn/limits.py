@@ -60,7 +60,10 @@ PUBLISHED_ALPHAS = {"mobilenet_v1": (0.25, 0.5, 0.75, 1.0), "mobilenet_v2": (0.3
 ALPHA = Bound("alpha (width multiplier)", 0, 4, lo_open=True)
 # B0 is 0, B7 is about 7; phi 8 means 685 px inputs, 2.1x B0's width and 4.3x its depth
 PHI = Bound("phi (EfficientNet compound coefficient)", -4, 8)
-KNOBS = {"alpha": ALPHA, "phi": PHI}
+KNOBS = {"alpha": ALPHA, "phi": PHI}  # every numeric knob of a registered model needs its bound here
+# what an out-of-range value's error adds (and the flag's help)
+KNOB_HINTS = {"alpha": "published values are " + "; ".join(
+    f"{family} {', '.join(map(str, values))}" for family, values in PUBLISHED_ALPHAS.items())}
 # every model needs more than 8 px (the registry names each one's minimum); 2048 px is 2.5x the largest
 # published input (EfficientNet-L2, 800 px), where VGG's first feature map alone is 1 GiB in fp32
 RES = Bound("resolution (px)", 8, 2048, integer=True)
