@@ -49,27 +49,34 @@ _TFLITE_TYPES = {"uint8": 3, "int8": 9}
 
 @dataclass(frozen=True)
 class Variant:
-    """One output file: a precision and, for int8, the type of its input/output tensors."""
+    """One output file: a precision and, for int8, the type of its input/output tensors.
+
+    ``mixed``: the int8 file of a ready mixed-precision graph (some layers kept float,
+    ``edgecnn quantize --keep-float``)."""
 
     precision: str
     io: str = "float32"
+    mixed: bool = False
 
     @property
     def suffix(self) -> str:
         """File-name suffix saying exactly what the file is (``dynamic_int8`` is not full integer)."""
         if self.precision == "dynamic":
             return "dynamic_int8"
-        if self.precision == "int8" and self.io != "float32":
-            return f"int8_{self.io}io"
+        if self.precision == "int8":
+            return "int8" + ("_mixed" if self.mixed else "") + (f"_{self.io}io" if self.io != "float32" else "")
         return self.precision
 
 
-def variants(precisions: Sequence[str], ios: Sequence[str]) -> list[Variant]:
-    """The files to make, in a stable order (int8 once per interface type)."""
+def variants(precisions: Sequence[str], ios: Sequence[str], mixed: bool = False) -> list[Variant]:
+    """The files to make, in a stable order (int8 once per interface type; ``mixed``: then the
+    mixed-precision int8 file once per interface type)."""
     out = []
     for p in PRECISIONS:
         if p in precisions:
             out += [Variant(p, io) for io in IO_TYPES if io in ios] if p == "int8" else [Variant(p)]
+    if mixed and "int8" in precisions:
+        out += [Variant("int8", io, mixed=True) for io in IO_TYPES if io in ios]
     return out
 
 
@@ -91,7 +98,8 @@ class ConvertJob:
     verbose: bool = False
     calib_method: str = "histogram"  # activation ranges of full int8 (edgecnn.quantize.ptq.METHODS)
     pixel_input: bool = True
-    quantized: Any = None  # a ready int8 PT2E graph (QAT's QuantizedModel): litert converts it as is
+    quantized: Any = None  # a ready int8 PT2E graph (a QuantizedModel): litert converts it as is
+    mixed: Any = None  # a ready mixed-precision int8 graph for the ``mixed`` variants
     scores: str = "logits"
 
     @property

@@ -132,20 +132,27 @@ class LiteRTConverter(Converter):
                     with self.stage(job, f"quantising to {v.suffix} with ai-edge-quantizer"):
                         data, s = timed(_ai_edge_quantize, f32, v.precision)
                     done[v] = Converted(v, data, s)
-        int8 = [v for v in wanted if v.precision == "int8"]
-        if int8:
-            if job.quantized is not None:
-                from edgecnn.quantize.ptq import to_tflite
-
-                with self.stage(job, "converting the quantisation-aware-trained int8 graph"):
-                    native, sec = timed(to_tflite, job.quantized)
-            else:
-                with self.stage(job, "quantising to full int8 with PT2E"):
-                    native, sec = timed(_pt2e_int8, graph, calib, job.layout, job.calib_method)
-            with self.stage(job, "int8 interfaces"):
-                native = bytes(native)
-                with_float_io = float_io(native)
-                for v in int8:  # litert-torch writes int8 I/O; the others start from float I/O
-                    data = native if v.io == "int8" else set_int_io(with_float_io, v.io, job.scratch)
-                    done[v] = Converted(v, data, sec)
+        for mixed, graph_q in ((False, job.quantized), (True, job.mixed)):
+            int8 = [v for v in wanted if v.precision == "int8" and v.mixed == mixed]
+            if int8:
+                done.update(self._int8(job, int8, graph, calib, graph_q))
         return [done[v] for v in wanted], {}
+
+    def _int8(self, job: ConvertJob, int8: Sequence[Variant], graph: nn.Module, calib: torch.Tensor,
+              ready: object) -> dict[Variant, Converted]:
+        """The full-integer files of ``int8`` (one per interface): from the ``ready`` PT2E graph, or
+        calibrated here."""
+        if ready is not None:
+            from edgecnn.quantize.ptq import to_tflite
+
+            with self.stage(job, "converting the ready int8 graph"):
+                native, sec = timed(to_tflite, ready)
+        else:
+            with self.stage(job, "quantising to full int8 with PT2E"):
+                native, sec = timed(_pt2e_int8, graph, calib, job.layout, job.calib_method)
+        with self.stage(job, "int8 interfaces"):
+            native = bytes(native)
+            with_float_io = float_io(native)
+            # litert-torch writes int8 I/O; the others start from float I/O
+            return {v: Converted(v, native if v.io == "int8" else set_int_io(with_float_io, v.io, job.scratch), sec)
+                    for v in int8}

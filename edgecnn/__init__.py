@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "create_model": "edgecnn.weights", "default_res": "edgecnn.models", "get_spec": "edgecnn.models",
     "list_models": "edgecnn.models", "ModelStats": "edgecnn.stats", "model_stats": "edgecnn.stats",
-    "export": "edgecnn.pipelines.export", "ExportReport": "edgecnn.pipelines.export", "load_weights": "edgecnn.weights",
+    "export": "edgecnn.pipelines.export", "ExportReport": "edgecnn.pipelines.export",
+    "ExportOptions": "edgecnn.pipelines.export", "ModelRequest": "edgecnn.pipelines.export", "load_weights": "edgecnn.weights",
     "load_checkpoint": "edgecnn.weights", "imagenet_labels": "edgecnn.labels",
 }
 

@@ -67,6 +67,9 @@ NUM_LAYERS = Bound("num_layers", 1, 64, integer=True)
 NUM_HEADS = Bound("num_heads", 1, 64, integer=True)
 HIDDEN_DIM = Bound("hidden_dim (width)", 8, 4096, integer=True)
 MLP_DIM = Bound("mlp_dim", 8, 16384, integer=True)
+# what an out-of-range value's error adds (and the flag's help)
+KNOB_HINTS = {"alpha": "published values are " + "; ".join(
+    f"{family} {', '.join(map(str, values))}" for family, values in PUBLISHED_ALPHAS.items())}
 # every model needs more than 8 px (the registry names each one's minimum); 2048 px is 2.5x the largest
 # published input (EfficientNet-L2, 800 px), where VGG's first feature map alone is 1 GiB in fp32
 RES = Bound("resolution (px)", 8, 2048, integer=True)

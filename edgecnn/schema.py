@@ -75,11 +75,13 @@ class Doc:
         return [holder.get(f"{key}[{i}]", kind, bound=bound) for i in range(len(values))]
 
 
-def check_knobs(doc: Doc, key: str, tunable: dict[str, Any]) -> dict[str, float]:
-    """Field ``key``: a model's scaling knobs, each one the model has (``tunable``) and within its bound."""
+def check_knobs(doc: Doc, key: str, tunable: dict[str, Any]) -> dict[str, Any]:
+    """Field ``key``: a model's knobs, each one the model has (``tunable``: name -> default), a switch
+    where the default is one, else a number within its bound."""
     knobs = doc.doc(key, {})
     unknown = sorted(set(knobs.data) - set(tunable))
     if unknown:
         raise EdgeCNNError(f"{knobs.where}: the model has no knob {shorten(unknown[0])} "
                            f"(its knobs: {', '.join(sorted(tunable)) or 'none'})")
-    return {k: knobs.get(k, (int, float), bound=KNOBS.get(k)) for k in knobs.data}
+    return {k: knobs.get(k, bool) if isinstance(tunable[k], bool) else knobs.get(k, (int, float), bound=KNOBS.get(k))
+            for k in knobs.data}

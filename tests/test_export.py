@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 import edgecnn
 from edgecnn.converters.base import Variant, variants
+from edgecnn.converters.registry import BACKENDS
 from edgecnn.converters.verify import compare
 from edgecnn.data import calibration as calib_mod
 from edgecnn.data.calibration import SyntheticCalibrationWarning, calibration_images
@@ -52,6 +54,107 @@ def test_logits_that_do_not_vary_across_images_count_as_constant():
     assert is_constant(diverged) and is_constant(np.zeros((24, 10)))
     # tiny but input-dependent logits are judged (variation ~1 of the largest logit; the bound is 1e-3)
     assert not is_constant(rng.normal(size=(24, 10)) * 1e-12)
+
+
+# --- options as data ---------------------------------------------------------------------------
+
+BAD_OPTIONS = [
+    ({"precisions": "float32,int4"}, "--quantize takes a comma list of float32, float16, dynamic, int8; got 'int4'"),
+    ({"ios": ""}, "--io takes a comma list of float32, uint8, int8; got 'nothing'"),
+    ({"layout": "chw"}, "--layout takes a comma list of nhwc, nchw; got 'chw'"),
+    ({"converter": "tflite"}, "--converter takes a comma list of litert, onnx2tf; got 'tflite'"),
+    ({"scores": "probs"}, "--scores takes a comma list of softmax, logits; got 'probs'"),
+    ({"calib_samples": 0}, "--calib-samples must be an integer >= 1, got 0"),
+    ({"calib_samples": True}, "--calib-samples must be an integer >= 1, got True"),
+    ({"calib_method": "magic"}, "--calib-method takes one of minmax, percentile, histogram; got 'magic'"),
+    ({"converter": "onnx2tf", "calib_method": "minmax"}, "--calib-method is not a choice of the onnx2tf back end"),
+    ({"calib_samples": 8}, "--calib-method percentile needs --calib-samples >= 32, got 8"),
+    ({"pixel_input": False, "ios": "uint8"}, "--io uint8 files take camera bytes, so they need --input pixels"),
+    ({"calib_data": "{tmp}/nowhere"}, "does not exist or is not a directory"),
+    ({"out": "{tmp}/file"}, "exists and is not a folder"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD_OPTIONS, ids=[str(k) for k, _ in BAD_OPTIONS])
+def test_export_options_refuse_bad_values_in_one_line_when_made(tmp_path, kwargs, message):
+    from edgecnn.pipelines.export import ExportOptions
+
+    (tmp_path / "file").write_text("x")
+    kwargs = {k: v.format(tmp=tmp_path) if isinstance(v, str) else v for k, v in kwargs.items()}
+    with pytest.raises(EdgeCNNError) as info:
+        ExportOptions(**kwargs)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(EdgeCNNError) as same:  # the same check, once, for keyword callers
+        edgecnn.export("mobilenet", **kwargs, progress=False)
+    assert str(same.value) == str(info.value)
+
+
+def test_export_options_normalise_lists_and_take_the_back_ends_default_method():
+    from edgecnn.pipelines.export import ExportOptions, export_request
+
+    opts = ExportOptions(precisions="INT8, float32,int8", ios=["uint8"], calib_samples=8, calib_method="minmax")
+    assert opts.precisions == ("int8", "float32") and opts.ios == ("uint8",) and opts.int8_method == "minmax"
+    assert ExportOptions().int8_method == "percentile" and ExportOptions(converter="onnx2tf").int8_method is None
+    request, merged = export_request("mobilenet", opts, quantize="float32", alpha=0.5, res=96)
+    assert merged.precisions == ("float32",) and merged.ios == ("uint8",)  # keywords override options
+    assert dict(request.knobs) == {"alpha": 0.5} and request.res == 96 and request.model == "mobilenet"
+
+
+def test_unknown_knob_is_the_registrys_one_line_error(cli, tmp_path):
+    with pytest.raises(EdgeCNNError, match=r"^mobilenet_v1 has no knob aux_logits \(its knobs: alpha\)$"):
+        edgecnn.export("mobilenet", aux_logits=True, res=64, out=tmp_path / "x", progress=False)
+    r = cli("export", "mobilenet", "--aux-logits", "--res", "64", "--out", tmp_path / "y")
+    assert r.code == 2 and _one_error_line(r.err, "mobilenet_v1 has no knob aux_logits (its knobs: alpha)"), r
+    assert leftovers(tmp_path) == []
+
+
+def test_every_models_knobs_reach_the_built_model_and_its_name():
+    from edgecnn.pipelines.export import ModelRequest, build_model
+
+    built = build_model(ModelRequest("googlenet", knobs={"aux_logits": True}, res=64))
+    assert built.config.knobs == {"aux_logits": True} and built.name == "googlenet_aux_logitsTrue_64"
+    assert hasattr(built.model, "aux1")  # the auxiliary classifiers exist
+    assert build_model(ModelRequest("googlenet", res=64)).name == "googlenet_64"  # default: not in the name
+    assert build_model(ModelRequest("efficientnet", knobs={"phi": 0.5}, res=64)).name == "efficientnet_phi0.50_64"
+    with pytest.raises(EdgeCNNError, match="knobs cannot change"):  # a built model keeps its knobs
+        build_model(ModelRequest(built.model, knobs={"aux_logits": False}))
+
+
+def test_knob_flags_are_generated_for_every_tunable_knob_of_the_registry():
+    from edgecnn.cli import build_parser
+    from edgecnn.cli.common import model_knobs
+    from edgecnn.limits import KNOBS
+    from edgecnn.models.registry import tunable_knobs
+
+    knobs = tunable_knobs()
+    assert {"alpha", "phi", "aux_logits"} <= set(knobs) and "googlenet" in knobs["aux_logits"]["models"]
+    sub = next(a for a in build_parser()._actions if a.choices and "export" in a.choices)
+    for command in ("info", "train", "export", "quantize"):
+        flags = {a.dest: a for a in sub.choices[command]._actions}
+        for name, knob in knobs.items():
+            action = flags[name]
+            assert f"--{name.replace('_', '-')}" in action.option_strings and action.default is None
+            assert all(m in action.help for m in knob["models"]), action.help
+            if not isinstance(knob["default"], bool):
+                assert action.type.bound is KNOBS[name]  # the bound of edgecnn.limits
+    parser = build_parser()
+    assert model_knobs(parser.parse_args(["export", "googlenet", "--aux-logits"])) == {"aux_logits": True}
+    assert model_knobs(parser.parse_args(["export", "googlenet", "--no-aux-logits"])) == {"aux_logits": False}
+    assert model_knobs(parser.parse_args(["export", "mobilenet", "--alpha", "0.5"])) == {"alpha": 0.5}
+    assert model_knobs(parser.parse_args(["export", "mobilenet"])) == {}
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("convert")
+def test_aux_logits_reach_the_export_from_the_cli(cli, tmp_path):
+    r = cli("export", "googlenet", "--aux-logits", "--res", "32", "--quantize", "float32", "--no-verify",
+            "--no-latency", "--out", tmp_path / "g", "--json")
+    assert r.code == 0, r
+    report = json.loads(r.out)
+    plain = edgecnn.create_model("googlenet")
+    assert report["knobs"] == {"aux_logits": True} and report["name"] == "googlenet_aux_logitsTrue_32"
+    assert report["params"] > sum(p.numel() for p in plain.parameters())  # the auxiliary heads are counted
+    assert (tmp_path / "g" / "googlenet_aux_logitsTrue_32_float32.tflite").is_file()
 
 
 # --- calibration sources -----------------------------------------------------------------------
@@ -158,14 +261,12 @@ def test_unwritable_output_folder(cli, tmp_path):
 
 
 def test_interrupt_leaves_no_partial_folder(monkeypatch, tmp_path):
-    import edgecnn.pipelines.export as export_mod
-
     class Interrupting:
         def convert(self, job, wanted):
             (Path(job.scratch) / "half.tflite").write_bytes(b"x")
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(export_mod, "_backend", lambda name: Interrupting())
+    monkeypatch.setitem(BACKENDS, "litert", dataclasses.replace(BACKENDS["litert"], load=Interrupting))
     out = tmp_path / "exp"
     with pytest.raises(KeyboardInterrupt):
         edgecnn.export("mobilenet", alpha=0.25, res=64, out=out, progress=False)
@@ -176,8 +277,6 @@ def test_ctrl_c_swallowed_by_a_converter_still_stops_the_export(monkeypatch, tmp
     import os
     import signal
 
-    import edgecnn.pipelines.export as export_mod
-
     class Swallowing:  # some converter internals catch KeyboardInterrupt and carry on
         def convert(self, job, wanted):
             try:
@@ -186,7 +285,7 @@ def test_ctrl_c_swallowed_by_a_converter_still_stops_the_export(monkeypatch, tmp
                 pass
             return [], {}
 
-    monkeypatch.setattr(export_mod, "_backend", lambda name: Swallowing())
+    monkeypatch.setitem(BACKENDS, "litert", dataclasses.replace(BACKENDS["litert"], load=Swallowing))
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt):
         edgecnn.export("mobilenet", alpha=0.25, res=64, out=tmp_path / "exp", progress=False)

@@ -230,6 +230,38 @@ def test_cli_quantize_with_cle_and_keep_float(cli, tmp_path, mobilenet_v2_imagen
     m = d["mixed_precision"]
     assert m["bytes"] > m["int8_bytes"] + 3_000_000  # the 1280x1000 classifier in float32
     assert 0 <= m["outputs"]["top1_agreement"] <= 1 and d["fidelity"]["layers"] == []
+    assert m["file"].endswith("_int8_mixed.tflite") and m["verification"]["passed"]  # verified like the int8 file
+    assert [f["suffix"] for f in d["export"]["files"]] == ["int8", "int8_mixed"]
+
+
+@pytest.mark.slow
+def test_quantize_builds_and_calibrates_once_and_exports_the_keep_float_file(monkeypatch, tmp_path):
+    """One model build, one PT2E calibration for the int8 file (export converts that graph, the
+    per-layer table reads it) and one for the --keep-float file, which export writes with metadata,
+    verification and a report entry."""
+    from edgecnn import weights
+    from edgecnn.converters.metadata import read_metadata
+    from edgecnn.pipelines.quantize import quantize
+    from edgecnn.quantize import ptq
+
+    calls, builds = [], []
+    real_pt2e, real_create = ptq.quantize_pt2e, weights.create_model
+    monkeypatch.setattr(ptq, "quantize_pt2e", lambda *a, **k: calls.append(tuple(k.get("keep_float", ())))
+                        or real_pt2e(*a, **k))
+    monkeypatch.setattr(weights, "create_model", lambda *a, **k: builds.append(a) or real_create(*a, **k))
+    calib = _photos_folder(tmp_path / "calib", 30)
+    result = quantize("mobilenet_v2", alpha=0.35, res=48, num_classes=10, calib_data=calib, calib_samples=16,
+                      method="minmax", layer_images=2, keep_float=["classifier.1"], out=tmp_path / "out",
+                      progress=False)
+    assert calls == [(), ("model.classifier.1",)] and len(builds) == 1
+    assert result.fidelity.layers and result.fidelity.calib_images == 16
+    files = {f["suffix"]: f for f in json.loads((tmp_path / "out" / "report.json").read_text())["files"]}
+    mixed = files["int8_mixed"]
+    assert mixed["name"] == "mobilenet_v2_0.35_48_int8_mixed.tflite" and mixed["metadata"]
+    assert mixed["verification"]["status"] == "not judged: random weights" and mixed["latency_ms"] > 0
+    assert "FULLY_CONNECTED" in mixed["float_op_names"] and "FULLY_CONNECTED" not in files["int8"]["float_op_names"]
+    assert read_metadata((tmp_path / "out" / mixed["name"]).read_bytes())["scores"] == "logits"
+    assert result.mixed["file"] == mixed["path"] and result.mixed["verification"] == mixed["verification"]
 
 
 # ---------------------------------------------------------------- quantisation-aware training

@@ -7,6 +7,7 @@ The subprocess tests start the real ``python -m edgecnn`` with the three signals
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import stat
@@ -21,6 +22,7 @@ import torch
 
 import edgecnn
 from edgecnn.checkpoint import CheckpointMeta, save_checkpoint
+from edgecnn.converters.registry import BACKENDS
 from edgecnn.data.transforms import Preprocess
 from edgecnn.io import atomic_dir, atomic_path, write_text
 from edgecnn.signals import Interrupted, exit_status, handling
@@ -59,15 +61,13 @@ def test_handling_restores_handlers_and_keeps_ignored_signals_ignored(catchable_
 
 
 def test_sighup_during_export_is_one_line_129_and_leaves_nothing(cli, monkeypatch, tmp_path, catchable_signals):
-    import edgecnn.pipelines.export as export_mod
-
     class Hangup:
         def convert(self, job, wanted):
             (Path(job.scratch) / "half.tflite").write_bytes(b"x")
             os.kill(os.getpid(), signal.SIGHUP)
             return [], {}
 
-    monkeypatch.setattr(export_mod, "_backend", lambda name: Hangup())
+    monkeypatch.setitem(BACKENDS, "litert", dataclasses.replace(BACKENDS["litert"], load=Hangup))
     monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}

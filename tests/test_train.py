@@ -332,3 +332,14 @@ def test_loader_workers_spawn_once_a_threaded_runtime_is_loaded(monkeypatch):
     monkeypatch.setitem(sys.modules, "jax", types.ModuleType("jax"))
     assert worker_start_method(2) == "spawn"  # forking a process with JAX threads can deadlock
     assert worker_start_method(0) is None
+
+
+def test_train_config_takes_each_models_own_knobs_switches_included():
+    assert TrainConfig(model="googlenet", data="x", out="o", knobs={"aux_logits": True}).knobs == {"aux_logits": True}
+    assert TrainConfig(model="deit_tiny", data="x", out="o", knobs={"gelu_tanh": True, "patch_size": 8})
+    with pytest.raises(EdgeCNNError, match="has no knob aux_logits"):
+        TrainConfig(model="mobilenet_v2", data="x", out="o", knobs={"aux_logits": True})
+    with pytest.raises(EdgeCNNError, match="aux_logits must be"):
+        TrainConfig(model="googlenet", data="x", out="o", knobs={"aux_logits": 1})
+    with pytest.raises(EdgeCNNError, match="alpha must be a number in"):
+        TrainConfig(model="mobilenet_v2", data="x", out="o", knobs={"alpha": 1e9})

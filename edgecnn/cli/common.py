@@ -6,7 +6,7 @@ import argparse
 from typing import Any, Callable, NoReturn
 
 from edgecnn.errors import EXIT_USAGE
-from edgecnn.limits import ALPHA, IN_CHANS, NUM_CLASSES, PHI, PUBLISHED_ALPHAS, RES, Bound
+from edgecnn.limits import IN_CHANS, KNOB_HINTS, KNOBS, NUM_CLASSES, RES, Bound
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,21 +37,15 @@ def bounded(bound: Bound, hint: str = "") -> Callable[[str], int | float]:
     return parse
 
 
-ALPHA_HINT = "published values are " + "; ".join(
-    f"{family} {', '.join(map(str, values))}" for family, values in PUBLISHED_ALPHAS.items())
+ALPHA_HINT = KNOB_HINTS["alpha"]  # bench's --alpha list
 
 
 def add_model_args(parser: argparse.ArgumentParser, weights: bool = True) -> None:
-    """MODEL plus the scaling knobs, in the papers' vocabulary."""
+    """MODEL plus the knobs of every registered model (:func:`add_knob_args`), resolution and shape."""
     parser.add_argument("model", metavar="MODEL",
                         help="zoo name or alias, e.g. mobilenet, mobilenet_v2, efficientnet_b0 "
                              "(see 'edgecnn models')")
-    parser.add_argument("--alpha", type=bounded(ALPHA, ALPHA_HINT), metavar="A",
-                        help="width multiplier of MobileNets, in (0, 4] (paper values 0.25/0.5/0.75/1.0 for V1, "
-                             "0.35-1.4 for V2, 0.75/1.0 for V3); e.g. --alpha 0.5")
-    parser.add_argument("--phi", type=bounded(PHI), metavar="PHI",
-                        help="EfficientNet compound coefficient for your own scaled variant "
-                             "(width 1.1^phi, depth 1.2^phi, resolution 1.15^phi); e.g. --phi 0.5")
+    add_knob_args(parser)
     parser.add_argument("--res", type=bounded(RES), metavar="PX",
                         help="square input resolution in pixels, 8-2048 and at least the model's minimum "
                              "(default: the model's own, e.g. 224); "
@@ -67,9 +61,39 @@ def add_model_args(parser: argparse.ArgumentParser, weights: bool = True) -> Non
                                  "(default: random initialisation)")
 
 
+def add_knob_args(parser: argparse.ArgumentParser) -> None:
+    """One flag per knob of the registry's models (``ModelSpec.tunable``): numbers bounded by
+    :data:`edgecnn.limits.KNOBS` (``--alpha A``), switches as ``--aux-logits/--no-aux-logits``.
+    Unset flags stay None: the model's own default applies, and the registry refuses a knob the
+    chosen model does not have."""
+    from edgecnn.models.registry import get_spec, is_numeric_knob, tunable_knobs
+
+    for name, knob in tunable_knobs().items():
+        flag, default, models = "--" + name.replace("_", "-"), knob["default"], ", ".join(knob["models"])
+        shared = len({get_spec(m).tunable[name] for m in knob["models"]}) == 1
+        if isinstance(default, bool):
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{name} of {models}: on or off (default {'on' if default else 'off'}); "
+                                     f"e.g. {flag}")
+        elif is_numeric_knob(default):
+            if name not in KNOBS:
+                raise ValueError(f"knob {name!r} has no bound in edgecnn.limits.KNOBS")
+            bound = KNOBS[name]
+            hint = KNOB_HINTS.get(name, "")
+            parser.add_argument(flag, dest=name, type=bounded(bound, hint), metavar=name.upper(),
+                                help=f"{bound.what} of {models}, in {bound.interval} (default "
+                                     f"{f'{default:g}' if shared else 'the model' + chr(39) + 's own'}"
+                                     f"{'; ' + hint if hint else ''}); e.g. {flag} "
+                                     f"{0.5 if isinstance(default, float) else default}")
+        else:
+            raise ValueError(f"knob {name!r} is neither a number nor a switch")
+
+
 def model_knobs(args: argparse.Namespace) -> dict[str, Any]:
-    """The scaling knobs the user actually gave (unset ones are left to the model's defaults)."""
-    return {k: getattr(args, k) for k in ("alpha", "phi") if getattr(args, k, None) is not None}
+    """The model knobs the user actually gave (unset ones are left to the model's defaults)."""
+    from edgecnn.models.registry import tunable_knobs
+
+    return {k: getattr(args, k) for k in tunable_knobs() if getattr(args, k, None) is not None}
 
 
 def add_wide_arg(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from edgecnn import limits as L
 from edgecnn.cli.common import add_model_args, add_wide_arg, bounded, model_knobs
 from edgecnn.console import emit_json, human_bytes, human_count, print_table
+from edgecnn.converters.registry import BACKENDS, LAYOUTS
 from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS, MIN_CALIB_IMAGES
 
 EPILOG = """examples:
@@ -39,10 +40,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--io", default="float32", metavar="LIST",
                    help="interface of the int8 file, comma list of float32 (quantise inside), uint8 "
                         "(camera bytes in, usual for apps), int8; default float32; e.g. --io uint8")
-    p.add_argument("--converter", choices=("litert", "onnx2tf"), default="litert",
-                   help="back end: litert (litert-torch, default) or onnx2tf (torch.onnx + onnxsim + "
-                        "onnx2tf); e.g. --converter onnx2tf")
-    p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
+    p.add_argument("--converter", choices=tuple(BACKENDS), default="litert",
+                   help="back end: " + ", ".join(f"{b.name} ({b.summary})" for b in BACKENDS.values())
+                        + "; e.g. --converter onnx2tf")
+    p.add_argument("--layout", choices=LAYOUTS, default="nhwc",
                    help="input layout of the files: nhwc (HWC camera frames, default) or nchw "
                         "(PyTorch's); e.g. --layout nchw")
     p.add_argument("--input", choices=("pixels", "normalized"), default="pixels",
@@ -60,10 +61,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "e.g. --calib-data data/train")
     p.add_argument("--calib-samples", type=bounded(L.HELD_IMAGES), default=32, metavar="N",
                    help="number of calibration images (default 32); e.g. --calib-samples 200")
-    p.add_argument("--calib-method", choices=tuple(METHODS), default=DEFAULT_METHOD,
-                   help="activation ranges for int8 on the litert back end (default %(default)s): "
+    choosing = [b.name for b in BACKENDS.values() if b.calib_methods]
+    own = "; ".join(f"{b.name} uses {b.calibration}" for b in BACKENDS.values() if not b.calib_methods)
+    p.add_argument("--calib-method", choices=sorted({m for b in BACKENDS.values() for m in b.calib_methods},
+                                                    key=list(METHODS).index), default=None,
+                   help=f"activation ranges for int8 on the {' and '.join(choosing)} back end (default "
+                        f"{DEFAULT_METHOD}): "
                         + "; ".join(f"{k} (>= {MIN_CALIB_IMAGES[k]} images): {v.replace('%', '%%')}" for k, v in METHODS.items())
-                        + "; e.g. --calib-method minmax")
+                        + f" ({own}); e.g. --calib-method minmax")
     p.add_argument("--out", metavar="DIR",
                    help="output folder, replaced atomically; an existing file or symbolic link there is "
                         "refused (default exports/<name>, e.g. exports/mobilenet_v1_0.50_160); "
@@ -84,16 +89,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgecnn.errors import VerificationError
-    from edgecnn.pipelines.export import export
+    from edgecnn.pipelines.export import ExportOptions, ModelRequest, export
 
+    request = ModelRequest(args.model, knobs=model_knobs(args), res=args.res, num_classes=args.num_classes,
+                           in_chans=args.in_chans, weights=args.weights)
+    options = ExportOptions(
+        precisions=args.quantize, ios=args.io, layout=args.layout, converter=args.converter,
+        calib_data=args.calib_data, calib_samples=args.calib_samples, calib_method=args.calib_method,
+        pixel_input=args.input == "pixels", scores=args.scores, verify=args.verify, measure=args.measure,
+        c_array=args.c_array, verbose=args.verbose, progress=not args.json, out=args.out)
     try:
-        report = export(args.model, **model_knobs(args), res=args.res, num_classes=args.num_classes,
-                        in_chans=args.in_chans, weights=args.weights, quantize=args.quantize,
-                        converter=args.converter, io=args.io, layout=args.layout, calib_data=args.calib_data,
-                        calib_samples=args.calib_samples, calib_method=args.calib_method,
-                        pixel_input=args.input == "pixels", out=args.out,
-                        verify=args.verify, c_array=args.c_array, measure=args.measure,
-                        verbose=args.verbose, progress=not args.json, scores=args.scores)
+        report = export(request, options=options)
     except VerificationError as exc:
         if args.json and getattr(exc, "report", None) is not None:
             emit_json({**exc.report.to_dict(), "written": written_paths(exc.report)})

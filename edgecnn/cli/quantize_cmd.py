@@ -10,6 +10,7 @@ from typing import Any
 from edgecnn import limits as L
 from edgecnn.cli.common import add_model_args, add_wide_arg, bounded, model_knobs
 from edgecnn.console import emit_json, human_bytes
+from edgecnn.converters.registry import LAYOUTS
 from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS
 
 EPILOG = """examples:
@@ -65,8 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="correct each bias for the expected int8 weight-rounding error; default on for "
                         "trained models, off for random weights and with --qat-epochs")
     p.add_argument("--keep-float", action="append", default=[], metavar="LAYER",
-                   help="also write a mixed-precision file with this layer in float (repeatable; names "
-                        "as in the per-layer table); e.g. --keep-float classifier.1")
+                   help="also write NAME_int8_mixed.tflite with this layer in float (repeatable; names "
+                        "as in the per-layer table), verified and reported like the int8 file; "
+                        "e.g. --keep-float classifier.1")
     q = p.add_argument_group("quantisation-aware training (when post-training int8 loses too much)")
     q.add_argument("--qat-epochs", type=bounded(L.EPOCHS), default=None, metavar="N",
                    help="fine-tune N epochs with fake-quantised int8 weights and activations, then convert "
@@ -80,7 +82,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="images per QAT step (default 64); e.g. --qat-batch-size 128")
     p.add_argument("--io", choices=("float32", "int8"), default="float32",
                    help="interface of the int8 file: float32 (quantise inside, default) or int8")
-    p.add_argument("--layout", choices=("nhwc", "nchw"), default="nhwc",
+    p.add_argument("--layout", choices=LAYOUTS, default="nhwc",
                    help="input layout: nhwc (camera frames, default) or nchw (PyTorch's)")
     p.add_argument("--layer-images", type=bounded(L.LAYER_IMAGES), default=8, metavar="N",
                    help="evaluation images for the per-layer SQNR table (default 8, 0 skips it)")
@@ -92,16 +94,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edgecnn.pipelines.quantize import quantize
+    from edgecnn.pipelines.quantize import QuantizeOptions, quantize
 
-    result = quantize(args.model, calib_data=args.calib_data, eval_data=args.eval_data, method=args.method,
-                      cle=args.cle, bias_correction=args.bias_correction, keep_float=args.keep_float,
-                      calib_samples=args.calib_samples, eval_samples=args.eval_samples,
-                      layer_images=args.layer_images, io=args.io, layout=args.layout, out=args.out,
-                      weights=args.weights, res=args.res, num_classes=args.num_classes,
-                      in_chans=args.in_chans, knobs=model_knobs(args), qat_epochs=args.qat_epochs or 0,
-                      train_data=args.train_data, qat_lr=args.qat_lr, qat_batch_size=args.qat_batch_size,
-                      progress=not args.json)
+    options = QuantizeOptions(
+        calib_data=args.calib_data, eval_data=args.eval_data, method=args.method, cle=args.cle,
+        bias_correction=args.bias_correction, keep_float=args.keep_float, calib_samples=args.calib_samples,
+        eval_samples=args.eval_samples, layer_images=args.layer_images, io=args.io, layout=args.layout,
+        out=args.out, qat_epochs=args.qat_epochs or 0, train_data=args.train_data, qat_lr=args.qat_lr,
+        qat_batch_size=args.qat_batch_size, progress=not args.json)
+    result = quantize(args.model, options=options, knobs=model_knobs(args), res=args.res,
+                      num_classes=args.num_classes, in_chans=args.in_chans, weights=args.weights)
     if args.json:
         emit_json(result.to_dict())
         return 0
@@ -133,7 +135,9 @@ def run(args: argparse.Namespace) -> int:
         m = result.mixed
         print(f"mixed precision ({', '.join(m['keep_float'])} in float): {m['file']}: "
               f"{human_bytes(m['bytes'])} vs {human_bytes(m['int8_bytes'])}, {m['latency_ms']:.2f} ms vs "
-              f"{m['int8_latency_ms']:.2f} ms, agreement {100 * m['outputs']['top1_agreement']:.1f}%")
+              f"{m['int8_latency_ms']:.2f} ms, agreement {100 * m['outputs']['top1_agreement']:.1f}%, "
+              f"verification {(m['verification'] or {}).get('status', 'skipped')}")
+    print(f"stages: {', '.join(f'{k} {v:.1f} s' for k, v in result.stages.items())}")
     print(f"report: {', '.join(result.files.values())}")
     return 0
 

@@ -88,20 +88,39 @@ class ModelConfig:
         return get_spec(self.name)
 
 
-def canonical_name(config: ModelConfig, res: int) -> str:
-    """``mobilenet_v1_0.50_160``: model name, knob values (alpha as ``%.2f``), resolution.
+# Knobs written without their name, as the published file names do (Keras, TF-Slim: mobilenet_v1_0.50_160).
+BARE_IN_NAME = ("alpha",)
 
-    The scaling knobs (alpha, phi) always appear; other knobs (e.g. ``aux_logits``) only when they
-    differ from the model's default.
+
+def is_numeric_knob(value: Any) -> bool:
+    """A scaling knob (a number, always part of the name) rather than a switch (bool, named when set)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def canonical_name(config: ModelConfig, res: int) -> str:
+    """``mobilenet_v1_0.50_160``: model name, knob values (floats as ``%.2f``), resolution.
+
+    The multipliers (float knobs: alpha, phi) always appear; other knobs (e.g. ``aux_logits``, a
+    ViT's ``patch_size``) only when they differ from the model's default.
     """
     parts = [config.name]
     defaults = config.spec.tunable
     for key, value in config.knobs.items():
-        if key not in ("alpha", "phi") and value == defaults.get(key):
+        if not isinstance(defaults.get(key), float) and value == defaults.get(key):
             continue
         text = f"{value:.2f}" if isinstance(value, float) else str(value)
-        parts.append(text if key == "alpha" else f"{key}{text}")
+        parts.append(text if key in BARE_IN_NAME else f"{key}{text}")
     return "_".join(parts + [str(res)])
+
+
+def tunable_knobs() -> dict[str, dict[str, Any]]:
+    """Every knob some registered model lets the user set: name -> ``{"default": the first model's
+    default, "models": the models that take it}``, in registration order."""
+    knobs: dict[str, dict[str, Any]] = {}
+    for spec in _REGISTRY.values():
+        for key, default in spec.tunable.items():
+            knobs.setdefault(key, {"default": default, "models": []})["models"].append(spec.name)
+    return knobs
 
 
 _REGISTRY: dict[str, ModelSpec] = {}

@@ -2,6 +2,8 @@
 
 >>> report = edgecnn.export("mobilenet", alpha=0.5, res=160)     # exports/mobilenet_v1_0.50_160/
 >>> [(f["name"], f["bytes"], f["verification"]["passed"]) for f in report.files]
+>>> opts = ExportOptions(precisions="int8", ios="uint8", calib_data="photos/")   # checked here, once
+>>> edgecnn.export(ModelRequest("googlenet", knobs={"aux_logits": True}, res=224), options=opts)
 
 Stages (each timed in ``report.stages``, seconds): build (model + params/MACs), calibrate (choose
 real images), convert (back end), verify (each file vs PyTorch on real images), measure (CPU latency
@@ -17,18 +19,18 @@ import dataclasses
 import io
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
-import numpy as np
 from torch import nn
 
-from edgecnn.converters.base import IO_TYPES, LAYOUTS, PRECISIONS, ConvertJob, captured_output, variants
+from edgecnn.benchmarks.measure import Protocol
+from edgecnn.converters.base import ConvertJob, captured_output, variants
+from edgecnn.converters.registry import BACKENDS, IO_TYPES, LAYOUTS, PRECISIONS, backend
 from edgecnn.data.calibration import calibration_images
 from edgecnn.data.transforms import Preprocess
 from edgecnn.errors import EdgeCNNError, VerificationError
@@ -36,10 +38,14 @@ from edgecnn.io import atomic_dir, check_output_dir, write_text
 from edgecnn.signals import Interrupted, handling
 from edgecnn.wrappers import SCORES, with_scores
 
-CONVERTERS = ("litert", "onnx2tf")
 DEFAULT_CALIB_SAMPLES = 32
 VERIFY_SAMPLES = 24
-LATENCY_RUNS, LATENCY_THREADS = 20, 2
+LATENCY_THREADS = 2
+# the report's quick latency: the benchmark harness's measurement with few runs (edgecnn bench: many)
+QUICK = Protocol(num_runs=20, min_secs=0.0, warmup_runs=3, warmup_min_secs=0.0)
+LATENCY_METHOD = (f"median of {QUICK.num_runs} invokes after {QUICK.warmup_runs} warm-up, {LATENCY_THREADS} "
+                  f"threads, ai-edge-litert (edgecnn.benchmarks.measure)")
+OPTION_KEYWORDS = {"quantize": "precisions", "io": "ios"}  # export()'s keywords for two ExportOptions fields
 
 
 @dataclass
@@ -78,34 +84,170 @@ class ExportReport:
         return all(f["verification"] is None or f["verification"]["passed"] for f in self.files)
 
 
-def _parse_list(value: str | Sequence[str], allowed: Sequence[str], what: str) -> list[str]:
+def _parse_list(value: str | Sequence[str], allowed: Sequence[str], what: str) -> tuple[str, ...]:
     items = [v.strip().lower() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
     bad = [v for v in items if v not in allowed]
     if bad or not items:
         raise EdgeCNNError(f"{what} takes a comma list of {', '.join(allowed)}; got {bad[0] if bad else 'nothing'!r}")
-    return list(dict.fromkeys(items))
+    return tuple(dict.fromkeys(items))
 
 
-def build_model(model_or_name: str | nn.Module | Path, knobs: dict, weights: str | None, num_classes: int | None,
-                in_chans: int | None, meta: Any = None) -> tuple[nn.Module, Any, str, bool]:
-    """The model to export from a name, an edgecnn checkpoint or a built module (shared with quantize).
+@dataclass(frozen=True)
+class ExportOptions:
+    """Every choice of an export except the model, checked once when made (one-line :class:`EdgeCNNError`).
 
-    ``meta``: with a built module, the checkpoint metadata it came from (labels, normalisation, data).
-    Returns (model, checkpoint meta or None, weights description, trained?).
+    ``precisions``: any of ``float32, float16, dynamic, int8`` (a list or a comma string); ``ios``:
+    the interfaces of the int8 file (``float32``, ``uint8`` camera bytes, ``int8``); ``layout``:
+    ``nhwc`` (apps) or ``nchw`` (PyTorch); ``converter``: a back end of
+    :data:`edgecnn.converters.registry.BACKENDS`. ``calib_method``: activation ranges of int8 on a
+    back end that offers a choice (litert: :data:`edgecnn.quantize.methods.METHODS`, default
+    ``DEFAULT_METHOD``; onnx2tf calibrates its own way). ``pixel_input`` (default): every file takes
+    pixel values 0-255 and normalises inside the graph (what apps and MediaPipe feed); False keeps
+    PyTorch's normalised input. ``scores``: ``softmax`` (class probabilities inside the graph) or
+    ``logits``. ``measure``: the quick CPU latency of each file (ms, :mod:`edgecnn.benchmarks.measure`).
+    ``quantized``: an int8 PT2E graph of the model already made
+    (:class:`edgecnn.quantize.ptq.QuantizedModel`: QAT, or ``edgecnn quantize``'s calibrated graph;
+    same layout, pixel input, logits) that a back end with ``ready_int8`` converts instead of
+    calibrating; ``mixed``: a second such graph with some layers kept float, exported, verified and
+    reported beside it as ``_int8_mixed``. Without ``out`` the folder is ``exports/<name>/``.
     """
+
+    precisions: str | Sequence[str] = ("float32", "int8")
+    ios: str | Sequence[str] = ("float32",)
+    layout: str = "nhwc"
+    converter: str = "litert"
+    calib_data: str | Path | None = None
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
+    calib_method: str | None = None
+    pixel_input: bool = True
+    scores: str = "softmax"
+    verify: bool = True
+    measure: bool = True
+    c_array: bool = False
+    verbose: bool = False
+    progress: bool = True
+    out: str | Path | None = None
+    quantized: Any = None
+    mixed: Any = None
+
+    def __post_init__(self) -> None:
+        normal = {"precisions": _parse_list(self.precisions, PRECISIONS, "--quantize"),
+                  "ios": _parse_list(self.ios, IO_TYPES, "--io"),
+                  "layout": _parse_list(self.layout, LAYOUTS, "--layout")[0],
+                  "converter": _parse_list(self.converter, tuple(BACKENDS), "--converter")[0],
+                  "scores": _parse_list(self.scores, SCORES, "--scores")[0]}
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)
+        if isinstance(self.calib_samples, bool) or not isinstance(self.calib_samples, int) or self.calib_samples < 1:
+            raise EdgeCNNError(f"--calib-samples must be an integer >= 1, got {self.calib_samples!r}")
+        self._check_backend()
+        if not self.pixel_input and "uint8" in self.ios and "int8" in self.precisions:
+            raise EdgeCNNError("--io uint8 files take camera bytes, so they need --input pixels")
+        self._check_ready_graphs()
+        if self.calib_data is not None and not Path(self.calib_data).expanduser().is_dir():
+            raise EdgeCNNError(f"--calib-data {self.calib_data} does not exist or is not a directory")
+        if self.out is not None:
+            check_output_dir(self.out)  # before any work; atomic_dir checks again when it starts
+
+    @property
+    def int8_method(self) -> str | None:
+        """The activation-range method of the back end's own int8 calibration (None: its own way)."""
+        return backend(self.converter).calib_method(self.calib_method)
+
+    def _check_backend(self) -> None:
+        from edgecnn.quantize.methods import MIN_CALIB_IMAGES
+
+        row = backend(self.converter)
+        if self.layout not in row.layouts or not set(self.precisions) <= set(row.precisions):
+            raise EdgeCNNError(f"the {row.name} back end makes {', '.join(row.precisions)} files in "
+                               f"{' or '.join(row.layouts)} layout")
+        method = self.int8_method
+        need = MIN_CALIB_IMAGES.get(method, 1) if "int8" in self.precisions and self.quantized is None else 1
+        if self.calib_samples < need:
+            raise EdgeCNNError(f"--calib-method {method} needs --calib-samples >= {need}, got {self.calib_samples}")
+
+    def _check_ready_graphs(self) -> None:
+        for graph in (self.quantized, self.mixed):
+            if graph is None:
+                continue
+            ready = [b.name for b in BACKENDS.values() if b.ready_int8]
+            if self.converter not in ready or graph.layout != self.layout or not self.pixel_input:
+                raise EdgeCNNError(f"a ready int8 graph converts with the {' or '.join(ready)} back end, in its own "
+                                   f"layout, with pixel input")
+            if self.scores != "logits":
+                raise EdgeCNNError("a ready int8 graph outputs logits: export it with scores='logits'")
+            if "int8" not in self.precisions:
+                raise EdgeCNNError("a ready int8 graph makes int8 files: add int8 to --quantize")
+        if self.mixed is not None and self.quantized is None:
+            raise EdgeCNNError("a mixed-precision graph is exported beside a ready int8 graph (quantized=)")
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """Which model to export: ``model`` is a zoo name, an edgecnn checkpoint path or a module from
+    :func:`edgecnn.create_model`; ``knobs`` its family's knobs (``{"alpha": 0.5}``, ``{"aux_logits":
+    True}``: checked by the registry); ``res`` the square input in pixels (default: the
+    checkpoint's, else the model's); ``weights`` ``"imagenet"`` or a file; ``meta``: with a module,
+    the checkpoint metadata (labels, normalisation, training data) it came from."""
+
+    model: str | Path | nn.Module
+    knobs: Mapping[str, Any] = field(default_factory=dict)
+    res: int | None = None
+    num_classes: int | None = None
+    in_chans: int | None = None
+    weights: str | None = None
+    meta: Any = None
+
+
+@dataclass
+class BuiltModel:
+    """A :class:`ModelRequest` made real: the eval-mode module, its checkpoint metadata (or None),
+    where its weights came from, the input resolution (px) and preprocessing, the file-name stem."""
+
+    model: nn.Module
+    meta: Any
+    weights: str
+    trained: bool
+    res: int
+    preprocess: Preprocess
+    name: str
+
+    @property
+    def config(self) -> Any:
+        return self.model.edgecnn_config
+
+
+def build_model(request: ModelRequest) -> BuiltModel:
+    """The model of ``request`` (shared by export and quantize); bad names, knobs or files raise one line."""
+    from edgecnn.models import canonical_name
+
+    model, meta, weights, trained = _load_model(request)
+    config = model.edgecnn_config
+    res = request.res if request.res is not None else meta.preprocess.res if meta is not None else config.default_res
+    res = config.spec.check_res(res)
+    # the checkpoint's recorded normalisation and crop, at the resolution asked for
+    preprocess = dataclasses.replace(meta.preprocess, res=res) if meta is not None else Preprocess.for_model(model, res)
+    return BuiltModel(model, meta, weights, trained, res, preprocess, canonical_name(config, res))
+
+
+def _load_model(request: ModelRequest) -> tuple[nn.Module, Any, str, bool]:
+    """(model, checkpoint meta or None, weights description, trained?)."""
     from edgecnn.checkpoint import is_checkpoint, read_meta
     from edgecnn.models import get_spec
     from edgecnn.weights import create_model, load_checkpoint
 
-    if isinstance(model_or_name, nn.Module):
-        if not hasattr(model_or_name, "edgecnn_config"):
+    source, knobs = request.model, dict(request.knobs)
+    if isinstance(source, nn.Module):
+        if not hasattr(source, "edgecnn_config"):
             raise EdgeCNNError("export needs a model built by edgecnn.create_model (it carries model.edgecnn_config)")
-        return model_or_name.eval(), meta, weights or "as given (nn.Module)", True
-    if is_checkpoint(model_or_name):
-        model, meta = load_checkpoint(model_or_name)
-        return model.eval(), meta, f"checkpoint {model_or_name}", True
-    spec = get_spec(str(model_or_name))
-    meta = None
+        _check_fixed_knobs(source, knobs, "the given model")
+        return source.eval(), request.meta, request.weights or "as given (nn.Module)", True
+    if is_checkpoint(source):
+        model, meta = load_checkpoint(source)
+        _check_fixed_knobs(model, knobs, f"checkpoint {source}")
+        return model.eval(), meta, f"checkpoint {source}", True
+    spec = get_spec(str(source))
+    meta, weights, num_classes, in_chans = None, request.weights, request.num_classes, request.in_chans
     if weights is not None and str(weights).lower() != "imagenet":
         path = Path(weights).expanduser()
         if not path.is_file():
@@ -122,6 +264,19 @@ def build_model(model_or_name: str | nn.Module | Path, knobs: dict, weights: str
     return model.eval(), meta, described, weights is not None
 
 
+def _check_fixed_knobs(model: nn.Module, knobs: dict[str, Any], what: str) -> None:
+    """A built model's knobs are what they are: knobs that would change them raise (unknown ones
+    with the registry's error)."""
+    from edgecnn.models.registry import resolve_knobs
+
+    config = model.edgecnn_config
+    wanted = resolve_knobs(config.spec, **knobs)
+    changed = sorted(k for k, v in knobs.items() if v is not None and wanted[k] != config.knobs.get(k))
+    if changed:
+        have = ", ".join(f"{k}={config.knobs.get(k)}" for k in changed)
+        raise EdgeCNNError(f"{what} is built with {have}; its knobs cannot change (drop {', '.join(changed)})")
+
+
 def _labels(meta: Any, num_classes: int) -> list[str]:
     if meta is not None and meta.labels and len(meta.labels) == num_classes:
         return list(meta.labels)
@@ -132,23 +287,16 @@ def _labels(meta: Any, num_classes: int) -> list[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def latency_ms(path: Path, runs: int = LATENCY_RUNS, threads: int = LATENCY_THREADS) -> float:
-    """Median wall time (ms) of one batch-1 invoke on this CPU, after 3 warm-up runs (zeros input).
+def quick_latency_ms(path: Path, threads: int = LATENCY_THREADS) -> float:
+    """Median wall time (ms) of one batch-1 invoke on this CPU: the benchmark harness's method
+    (:func:`edgecnn.benchmarks.measure.measure`) with :data:`QUICK` runs, in this process.
 
     A quick figure for the report; ``edgecnn bench`` is the careful measurement.
     """
+    from edgecnn.benchmarks.measure import interpreter_runner, measure
     from edgecnn.converters.tflite_runtime import load_interpreter
 
-    interp = load_interpreter(path, num_threads=threads)
-    for d in interp.get_input_details():
-        interp.set_tensor(d["index"], np.zeros(d["shape"], dtype=d["dtype"]))
-    times = []
-    for i in range(runs + 3):
-        t0 = time.perf_counter()
-        interp.invoke()
-        if i >= 3:
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return measure(lambda: interpreter_runner(load_interpreter(path, num_threads=threads)), QUICK)["median_ms"]
 
 
 class _Elapsed:
@@ -220,151 +368,138 @@ class _Stages:
         self.console.print(f"[bold red]WARNING:[/] {text}")
 
 
-def export(model_or_name: str | nn.Module | Path, *, alpha: float | None = None, phi: float | None = None,
-           res: int | None = None, num_classes: int | None = None, in_chans: int | None = None,
-           weights: str | None = None, quantize: str | Sequence[str] = ("float32", "int8"),
-           converter: str = "litert", io: str | Sequence[str] = ("float32",), layout: str = "nhwc",
-           calib_data: str | Path | None = None, calib_samples: int = DEFAULT_CALIB_SAMPLES,
-           calib_method: str | None = None, pixel_input: bool = True, out: str | Path | None = None,
-           verify: bool = True, c_array: bool = False, measure: bool = True, verbose: bool = False,
-           progress: bool = True, meta: Any = None, quantized: Any = None, scores: str = "softmax") -> ExportReport:
+def export(model: str | Path | nn.Module | ModelRequest | BuiltModel, *, options: ExportOptions | None = None,
+           knobs: Mapping[str, Any] | None = None, res: int | None = None, num_classes: int | None = None,
+           in_chans: int | None = None, weights: str | None = None, meta: Any = None,
+           **keywords: Any) -> ExportReport:
     """Convert a model to ``.tflite`` files, verify them on real images and write an app-ready folder.
 
-    ``model_or_name``: a zoo name (``"mobilenet"``), an edgecnn checkpoint path, or a model from
-    :func:`edgecnn.create_model`. ``quantize``: any of ``float32, float16, dynamic, int8``; ``io``:
-    the interfaces of the int8 file (``float32``, ``uint8`` camera bytes, ``int8``); ``layout``:
-    ``nhwc`` (apps) or ``nchw`` (PyTorch). ``pixel_input`` (default): every file takes pixel values
-    0-255 and normalises inside the graph (what apps and MediaPipe feed); False keeps PyTorch's
-    normalised input (float files; MediaPipe refuses per-channel normalisation). ``calib_method``: activation ranges of the litert back
-    end's int8 (:data:`edgecnn.quantize.methods.METHODS`; default the quantiser's
-    ``DEFAULT_METHOD``; onnx2tf always uses TFLite's min/max).
-    ``meta``: with an ``nn.Module``, the checkpoint metadata (labels, normalisation, training data) it
-    carries, e.g. for a checkpoint's model after cross-layer equalisation. ``quantized``: an int8
-    PT2E graph of this model already made (quantisation-aware training,
-    :class:`edgecnn.quantize.ptq.QuantizedModel` with the same layout and pixel input) that the litert
-    back end converts instead of calibrating one. ``scores``: what the files output, ``softmax``
-    (default: class probabilities in [0, 1] summing to 1, the softmax inside the graph, as Keras
-    Applications' models) or ``logits`` (the classifier's raw outputs); recorded in the files'
-    metadata and the report, and verification compares with the same PyTorch wrapper.
-    Without ``out`` the folder is ``exports/<name>/``.
+    ``model``: a zoo name (``"mobilenet"``), an edgecnn checkpoint path, a model from
+    :func:`edgecnn.create_model`, a :class:`ModelRequest`, or a :class:`BuiltModel` (from
+    :func:`build_model`, exported as it is). ``options``: an :class:`ExportOptions`;
+    its fields may also be given as keywords (``quantize=`` and ``io=`` stand for ``precisions`` and
+    ``ios``: ``export("mobilenet", quantize="int8", io="uint8", out="app/model")``), and override
+    ``options``. Any other keyword is a model knob (``alpha=0.5``, ``phi=1``, ``aux_logits=True``),
+    merged over ``knobs`` and checked by the model registry. ``meta``: with an ``nn.Module``, the
+    checkpoint metadata (labels, normalisation, training data) it carries.
     Raises :class:`EdgeCNNError` for bad input or a failed conversion and
     :class:`VerificationError` (after writing the folder) when a file disagrees with PyTorch.
     """
-    precisions = _parse_list(quantize, PRECISIONS, "--quantize")
-    ios = _parse_list(io, IO_TYPES, "--io")
-    layout = _parse_list(layout, LAYOUTS, "--layout")[0]
-    converter = _parse_list(converter, CONVERTERS, "--converter")[0]
-    scores = _parse_list(scores, SCORES, "--scores")[0]
-    if not isinstance(calib_samples, int) or calib_samples < 1:
-        raise EdgeCNNError(f"--calib-samples must be an integer >= 1, got {calib_samples!r}")
-    from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS, MIN_CALIB_IMAGES
-
-    calib_method = calib_method or DEFAULT_METHOD
-    if calib_method not in METHODS:
-        raise EdgeCNNError(f"--calib-method takes one of {', '.join(METHODS)}; got {calib_method!r}")
-    if converter == "litert" and "int8" in precisions:
-        if calib_samples < MIN_CALIB_IMAGES[calib_method]:
-            raise EdgeCNNError(f"--calib-method {calib_method} needs --calib-samples >= "
-                               f"{MIN_CALIB_IMAGES[calib_method]}, got {calib_samples}")
-    if not pixel_input and "uint8" in ios and "int8" in precisions:
-        raise EdgeCNNError("--io uint8 files take camera bytes, so they need --input pixels")
-    if quantized is not None and (converter != "litert" or quantized.layout != layout or not pixel_input):
-        raise EdgeCNNError("a ready int8 graph (QAT) converts with the litert back end, in its own layout, "
-                           "with pixel input")
-    if quantized is not None and scores != "logits":
-        raise EdgeCNNError("a ready int8 graph (QAT) outputs logits: export it with scores='logits'")
-    if calib_data is not None and not Path(calib_data).expanduser().is_dir():
-        raise EdgeCNNError(f"--calib-data {calib_data} does not exist or is not a directory")
-    if out is not None:
-        check_output_dir(out)  # before any work; atomic_dir checks again when it starts
-    stages = _Stages(progress)
+    request, options = export_request(model, options, knobs=knobs, res=res, num_classes=num_classes,
+                                      in_chans=in_chans, weights=weights, meta=meta, **keywords)
+    stages = _Stages(options.progress)
     with handling(stages.on_signal):
-        return _export(stages, model_or_name, alpha=alpha, phi=phi, res=res, num_classes=num_classes,
-                       in_chans=in_chans, weights=weights, precisions=precisions, converter=converter, ios=ios,
-                       layout=layout, calib_data=calib_data, calib_samples=calib_samples,
-                       calib_method=calib_method, pixel_input=pixel_input, out=out, verify=verify,
-                       c_array=c_array, measure=measure, verbose=verbose, meta=meta, quantized=quantized,
-                       scores=scores)
+        return _export(stages, request, options)
 
 
-def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: float | None, res: int | None,
-            num_classes: int | None, in_chans: int | None, weights: str | None, precisions: list[str],
-            converter: str, ios: list[str], layout: str, calib_data: Any, calib_samples: int,
-            calib_method: str, pixel_input: bool, out: Any, verify: bool, c_array: bool, measure: bool,
-            verbose: bool, meta: Any, quantized: Any, scores: str) -> ExportReport:
+def export_request(model: str | Path | nn.Module | ModelRequest | BuiltModel, options: ExportOptions | None = None, *,
+                   knobs: Mapping[str, Any] | None = None,
+                   **keywords: Any) -> tuple[ModelRequest | BuiltModel, ExportOptions]:
+    """:func:`export`'s arguments as one :class:`ModelRequest` (or the given :class:`BuiltModel`) and
+    one checked :class:`ExportOptions`."""
+    option_names = {f.name for f in dataclasses.fields(ExportOptions)}
+    model_names = {f.name for f in dataclasses.fields(ModelRequest)} - {"model", "knobs"}
+    given = {OPTION_KEYWORDS.get(k, k): v for k, v in keywords.items()}
+    chosen = {k: v for k, v in given.items() if k in option_names}
+    options = dataclasses.replace(options, **chosen) if options is not None else ExportOptions(**chosen)
+    about_model = {k: v for k, v in given.items() if k in model_names and v is not None}
+    knobs = {**(knobs or {}), **{k: v for k, v in given.items()
+                                 if k not in option_names and k not in model_names and v is not None}}
+    if isinstance(model, BuiltModel):
+        if knobs or about_model:
+            raise EdgeCNNError("a built model (BuiltModel) is exported as it is: give no knobs, res or weights")
+        return model, options
+    if isinstance(model, ModelRequest):
+        if knobs:
+            about_model["knobs"] = {**model.knobs, **knobs}
+        return dataclasses.replace(model, **about_model), options
+    return ModelRequest(model, knobs=knobs, **about_model), options
+
+
+def _export(stages: _Stages, request: ModelRequest | BuiltModel, opts: ExportOptions) -> ExportReport:
     """:func:`export` after its arguments are checked."""
-    from edgecnn.models import canonical_name
-    from edgecnn.stats import model_stats
-
     with stages("build", "model, parameters and MACs"):
-        knobs = {k: v for k, v in (("alpha", alpha), ("phi", phi)) if v is not None}
-        model, meta, weights_desc, trained = build_model(model_or_name, knobs, weights, num_classes, in_chans, meta)
-        config = model.edgecnn_config
-        if res is None:
-            res = meta.preprocess.res if meta is not None else config.default_res
-        res = config.spec.check_res(res)
-        # the checkpoint's recorded normalisation and crop, at the resolution asked for
-        preprocess = dataclasses.replace(meta.preprocess, res=res) if meta is not None else \
-            Preprocess.for_model(model, res)
-        stats = model_stats(model, res=res)
-        name = canonical_name(config, res)
-    out_dir = Path(out) if out is not None else Path("exports") / name
-    wanted = variants(precisions, ios)
-    report = ExportReport(
-        model=config.name, name=name, knobs=dict(config.knobs), res=res, num_classes=config.num_classes,
-        in_chans=config.in_chans, params=stats.params, macs=stats.macs, weights=weights_desc, trained=trained,
-        converter=converter, layout=layout, preprocess=preprocess.to_dict(), calibration=None,
-        input=("pixel values 0-255, normalised inside the graph" if pixel_input
-               else "normalised tensor ((pixel / 255 - mean) / std)"),
-        out_dir=str(out_dir), scores=scores)
-    if not trained:
+        built = request if isinstance(request, BuiltModel) else build_model(request)
+        report = _new_report(built, opts)
+    if not built.trained:
         report.warnings.append("random weights: sizes and latency are real, accuracy numbers are meaningless")
         stages.warn(report.warnings[-1])
-
-    with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="edgecnn-export-") as scratch:
-        with stages("calibrate", "choosing real images"):
-            calib = calibration_images(preprocess, calib_samples, calib_data=calib_data,
-                                       checkpoint_data=meta.data if meta is not None else None)
-            checks = calibration_images(preprocess, VERIFY_SAMPLES, calib_data=calib_data,
-                                        checkpoint_data=meta.data if meta is not None else None, seed=1)
-        if any(v.precision == "int8" for v in wanted):
-            report.calibration = calib.to_dict()
-        if calib.kind == "synthetic":
-            report.warnings.append(calib.source)
-            stages.warn("calibrating on SYNTHETIC images: int8 accuracy is unknown (pass --calib-data DIR)")
-
-        job = ConvertJob(model=model, preprocess=preprocess, layout=layout, calib_pixels=calib.pixels,
-                         scratch=Path(scratch), verbose=verbose, calib_method=calib_method,
-                         pixel_input=pixel_input, quantized=quantized, scores=scores)
-        with stages("convert", f"{converter}: {', '.join(v.suffix for v in wanted)}"):
-            converted, extra = _backend(converter).convert(job, wanted)
-            paths = _write_files(tmp, name, converted, extra, config, preprocess, meta, report, pixel_input)
-        verifications = {}
-        if verify:
-            with stages("verify", f"{len(paths)} files vs PyTorch on {len(checks.pixels)} images"), \
-                    captured_output(job.log_path, verbose):
-                from edgecnn.converters.verify import is_constant, reference_logits, verify_file
-
-                ref = reference_logits(with_scores(model, scores), preprocess, checks.pixels)
-                if is_constant(ref):
-                    report.warnings.append(f"the float model gives the same output for all {len(ref)} "
-                                           f"verification images (diverged training?): no file is judged")
-                for c, path in zip(converted, paths):
-                    verifications[path.name] = verify_file(path, c.variant.precision, ref, checks.pixels,
-                                                           preprocess, trained=trained)
-        with stages("measure", "op counts" + (" and CPU latency" if measure else "")), \
-                captured_output(job.log_path, verbose):
-            report.files = [_file_entry(out_dir, p, c, verifications.get(p.name), measure)
+    wanted = variants(opts.precisions, opts.ios, mixed=opts.mixed is not None)
+    with atomic_dir(Path(report.out_dir)) as tmp, tempfile.TemporaryDirectory(prefix="edgecnn-export-") as scratch:
+        calib, checks = _images(stages, built, opts, report, wanted)
+        job = ConvertJob(model=built.model, preprocess=built.preprocess, layout=opts.layout, calib_pixels=calib.pixels,
+                         scratch=Path(scratch), verbose=opts.verbose, calib_method=opts.int8_method,
+                         pixel_input=opts.pixel_input, quantized=opts.quantized, mixed=opts.mixed, scores=opts.scores)
+        with stages("convert", f"{opts.converter}: {', '.join(v.suffix for v in wanted)}"):
+            converted, extra = backend(opts.converter).load().convert(job, wanted)
+            paths = _write_files(tmp, built, converted, extra, report, opts.pixel_input)
+        verifications = _verify(stages, job, built, converted, paths, checks, report) if opts.verify else {}
+        with stages("measure", "op counts" + (" and CPU latency" if opts.measure else "")), \
+                captured_output(job.log_path, opts.verbose):
+            report.files = [_file_entry(Path(report.out_dir), p, c, verifications.get(p.name), opts.measure)
                             for c, p in zip(converted, paths)]
-            report.verification_images = checks.source if verify else None
-        with stages("write", "labels, report" + (", C array" if c_array else "")):
-            if c_array:
+            report.verification_images = checks.source if opts.verify else None
+        with stages("write", "labels, report" + (", C array" if opts.c_array else "")):
+            if opts.c_array:
                 from edgecnn.converters.c_array import write_c_array
 
                 write_c_array(paths[-1], tmp)
                 report.extra_files += ["model_data.h", "model_data.cc"]
             report.stages = dict(stages.times)
             write_text(tmp / "report.json", json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    _raise_if_failed(report)
+    return report
+
+
+def _new_report(built: BuiltModel, opts: ExportOptions) -> ExportReport:
+    """The report of ``built``'s export before any file is made (sizes and MACs measured here)."""
+    from edgecnn.stats import model_stats
+
+    config, stats = built.config, model_stats(built.model, res=built.res)
+    out_dir = Path(opts.out) if opts.out is not None else Path("exports") / built.name
+    return ExportReport(
+        model=config.name, name=built.name, knobs=dict(config.knobs), res=built.res, num_classes=config.num_classes,
+        in_chans=config.in_chans, params=stats.params, macs=stats.macs, weights=built.weights, trained=built.trained,
+        converter=opts.converter, layout=opts.layout, preprocess=built.preprocess.to_dict(), calibration=None,
+        input=("pixel values 0-255, normalised inside the graph" if opts.pixel_input
+               else "normalised tensor ((pixel / 255 - mean) / std)"),
+        out_dir=str(out_dir), scores=opts.scores)
+
+
+def _images(stages: _Stages, built: BuiltModel, opts: ExportOptions, report: ExportReport,
+            wanted: Sequence[Any]) -> tuple[Any, Any]:
+    """The calibration images and the (other) verification images, recorded in ``report``."""
+    data = built.meta.data if built.meta is not None else None
+    with stages("calibrate", "choosing real images"):
+        calib = calibration_images(built.preprocess, opts.calib_samples, calib_data=opts.calib_data,
+                                   checkpoint_data=data)
+        checks = calibration_images(built.preprocess, VERIFY_SAMPLES, calib_data=opts.calib_data,
+                                    checkpoint_data=data, seed=1)
+    if any(v.precision == "int8" for v in wanted):
+        report.calibration = calib.to_dict()
+    if calib.kind == "synthetic":
+        report.warnings.append(calib.source)
+        stages.warn("calibrating on SYNTHETIC images: int8 accuracy is unknown (pass --calib-data DIR)")
+    return calib, checks
+
+
+def _verify(stages: _Stages, job: ConvertJob, built: BuiltModel, converted: list, paths: list[Path], checks: Any,
+            report: ExportReport) -> dict[str, Any]:
+    """Each file against the PyTorch model (wrapped like the files) on the verification images, by file name."""
+    from edgecnn.converters.verify import is_constant, reference_logits, verify_file
+
+    with stages("verify", f"{len(paths)} files vs PyTorch on {len(checks.pixels)} images"), \
+            captured_output(job.log_path, job.verbose):
+        ref = reference_logits(with_scores(built.model, report.scores), built.preprocess, checks.pixels)
+        if is_constant(ref):
+            report.warnings.append(f"the float model gives the same output for all {len(ref)} "
+                                   f"verification images (diverged training?): no file is judged")
+        return {path.name: verify_file(path, c.variant.precision, ref, checks.pixels, built.preprocess,
+                                       trained=built.trained) for c, path in zip(converted, paths)}
+
+
+def _raise_if_failed(report: ExportReport) -> None:
+    """:class:`VerificationError` (carrying ``report`` for the CLI's ``--json``) for the first failed file."""
     for entry in report.files:
         if entry["verification"] is not None and not entry["verification"]["passed"]:
             from edgecnn.converters.verify import Verification, raise_if_failed
@@ -372,29 +507,19 @@ def _export(stages: _Stages, model_or_name: Any, *, alpha: float | None, phi: fl
             try:
                 raise_if_failed(entry["path"], Verification(**entry["verification"]))
             except VerificationError as exc:
-                exc.report = report  # the CLI's --json still prints it
+                exc.report = report
                 raise
-    return report
 
 
-def _backend(name: str):
-    if name == "onnx2tf":
-        from edgecnn.converters.onnx2tf import ONNX2TFConverter
-
-        return ONNX2TFConverter()
-    from edgecnn.converters.litert import LiteRTConverter
-
-    return LiteRTConverter()
-
-
-def _write_files(folder: Path, name: str, converted: list, extra: dict[str, bytes], config: Any,
-                 preprocess: Preprocess, meta: Any, report: ExportReport, pixel_input: bool) -> list[Path]:
+def _write_files(folder: Path, built: BuiltModel, converted: list, extra: dict[str, bytes], report: ExportReport,
+                 pixel_input: bool) -> list[Path]:
     """Each file with TFLite metadata (labels, normalisation) embedded; labels.txt; side files."""
     from edgecnn.converters.metadata import add_metadata, pixel_input_normalization
     from edgecnn.io import write_bytes
     from edgecnn.labels import write_labels
 
-    labels = _labels(meta, config.num_classes)
+    config, preprocess, name = built.config, built.preprocess, built.name
+    labels = _labels(built.meta, config.num_classes)
     mean, std = pixel_input_normalization(preprocess.in_chans) if pixel_input else (preprocess.mean, preprocess.std)
     paths = []
     for c in converted:
@@ -426,7 +551,6 @@ def _file_entry(out_dir: Path, path: Path, converted: Any, verification: Any, me
         "inspected_precision": info["precision"], "metadata": info["metadata"]["present"],
         "convert_s": round(converted.seconds, 3),
         "verification": verification.to_dict() if verification is not None else None,
-        "latency_ms": round(latency_ms(path), 3) if measure else None,
-        "latency_method": (f"median of {LATENCY_RUNS} invokes, {LATENCY_THREADS} threads, ai-edge-litert"
-                           if measure else None),
+        "latency_ms": round(quick_latency_ms(path), 3) if measure else None,
+        "latency_method": LATENCY_METHOD if measure else None,
     }

@@ -6,28 +6,35 @@
    that folder that were *not* picked for calibration are held back for evaluation.
 3. Optional cross-layer equalisation / bias correction (:mod:`edgecnn.quantize.equalize`) and
    ``--method auto`` (:func:`edgecnn.quantize.ptq.choose_method`).
-4. :func:`edgecnn.pipelines.export.export` writes, verifies and measures the int8 ``.tflite`` files.
-5. :func:`edgecnn.quantize.report.fidelity_report` compares the int8 file with float on the
-   evaluation images; the per-layer table comes from the same recipe on the same calibration
-   images in the same order (PT2E is deterministic), so it describes the file.
-6. ``--keep-float LAYER``: a mixed-precision file beside it, with its size, latency and fidelity.
+4. One PT2E calibration (:func:`edgecnn.quantize.ptq.quantize_pt2e`) makes the int8 graph (QAT:
+   the learned one); :func:`edgecnn.pipelines.export.export` converts that graph as it is, then
+   writes, verifies and measures the file.
+5. :func:`fidelity_report` compares the int8 file with float on the evaluation images; its
+   per-layer table comes from the same graph, so it describes the file.
+6. ``--keep-float LAYER``: a mixed-precision graph, exported beside it by the same export
+   (``_int8_mixed``: metadata, verification, report entry), with its size, latency and fidelity.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import random
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from edgecnn.data.transforms import Preprocess, list_images, load_image
 from edgecnn.errors import EdgeCNNError
+from edgecnn.converters.registry import LAYOUTS
 from edgecnn.io import check_output_dir
 from edgecnn.quantize.methods import DEFAULT_METHOD
+from edgecnn.quantize.report import write_report
 
 DEFAULT_CALIB_SAMPLES = 200
 DEFAULT_EVAL_SAMPLES = 100
@@ -55,13 +62,14 @@ class QuantizeResult:
     mixed: dict | None = None
     files: dict[str, str] = field(default_factory=dict)
     qat: dict | None = None
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per step of quantize()
 
     def to_dict(self) -> dict:
         from edgecnn.console import finite
 
         return finite({"method": self.method, "auto_scores": self.auto_scores, "equalize": self.equalize,
                        "qat": self.qat, "fidelity": self.fidelity.to_dict(), "mixed_precision": self.mixed,
-                       "report_files": self.files, "export": self.export.to_dict()})
+                       "report_files": self.files, "stages": self.stages, "export": self.export.to_dict()})
 
 
 def image_channels(path: Path) -> int:
@@ -169,153 +177,265 @@ def _synset_label(path: Path, num_classes: int) -> int:
     return -1 if index is None else index
 
 
-def quantize(model_or_name: str | Path, *, calib_data: str | Path, eval_data: str | Path | None = None,
-             method: str = DEFAULT_METHOD, cle: bool | None = None, bias_correction: bool | None = None,
-             keep_float: Sequence[str] = (), calib_samples: int = DEFAULT_CALIB_SAMPLES,
-             eval_samples: int = DEFAULT_EVAL_SAMPLES, layer_images: int = 8, io: str = "float32",
-             layout: str = "nhwc", out: str | Path | None = None, weights: str | None = None,
-             res: int | None = None, num_classes: int | None = None, in_chans: int | None = None,
-             knobs: dict | None = None, qat_epochs: int = 0, train_data: str | Path | None = None,
-             qat_lr: float | None = None, qat_batch_size: int | None = None,
-             progress: bool = True) -> QuantizeResult:
-    """Quantise to full int8 through :func:`edgecnn.pipelines.export.export` and report its fidelity.
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Every choice of :func:`quantize` except the model, checked once when made (one-line errors).
 
+    ``method``: an activation-range method (:data:`edgecnn.quantize.methods.METHODS`) or ``auto``;
     ``cle``/``bias_correction`` None (default): on for trained models (the most faithful recipe
     measured, ``benchmarks/studies/quantize_fidelity.py``), off for random weights and with QAT.
+    ``keep_float``: layers (``model.named_modules()`` names) of an extra mixed-precision file.
     ``qat_epochs`` > 0: quantisation-aware fine-tuning (:mod:`edgecnn.quantize.qat`) on
     ``train_data`` (default: the checkpoint's training data) replaces calibrated ranges by learned
-    ones; the fine-tuned model is also saved as ``qat.ckpt`` in the output folder.
+    ones. ``io``, ``layout``, ``out`` and ``progress`` are the int8 export's (:class:`ExportOptions`).
     """
-    from edgecnn.converters.base import ConvertJob, captured_output
-    from edgecnn.data.calibration import calibration_images
-    from edgecnn.models import canonical_name
-    from edgecnn.pipelines.export import build_model, export, latency_ms
-    from edgecnn.quantize.equalize import equalize_model
-    from edgecnn.quantize.ptq import (MIN_AUTO_IMAGES, MIN_CALIB_IMAGES, check_method, choose_method,
-                                      quantize_pt2e, to_tflite, unquantized_layers)
-    from edgecnn.quantize.report import output_metrics, write_report
 
-    if method != "auto":
-        check_method(method)
-    need = MIN_AUTO_IMAGES if method == "auto" else MIN_CALIB_IMAGES[method]
-    calib_dir = Path(calib_data).expanduser()
-    if not calib_dir.is_dir():
-        raise EdgeCNNError(f"--calib-data {calib_dir} does not exist or is not a directory")
-    model, meta, _, _ = build_model(model_or_name, dict(knobs or {}), weights, num_classes, in_chans)
-    cfg = model.edgecnn_config
-    res = cfg.spec.check_res(res if res is not None else meta.preprocess.res if meta is not None else cfg.default_res)
-    preprocess = meta.preprocess if meta is not None and res == meta.preprocess.res else Preprocess.for_model(model, res)
-    if qat_epochs:
-        if cle or bias_correction:
-            raise EdgeCNNError("--qat-epochs learns the int8 ranges and weights itself; drop --cle and "
-                               "--bias-correction")
-        if keep_float or method == "auto":
-            raise EdgeCNNError("--qat-epochs makes one int8 model with learned ranges; it does not combine "
-                               "with --keep-float or --method auto")
-        train_data = train_data if train_data is not None else (meta.data if meta is not None else None)
-        if train_data is None:
-            raise EdgeCNNError("--qat-epochs needs labelled training data: pass --train-data DATA (a dataset "
-                               "name or a folder with one sub-folder per class)")
-        cle = bias_correction = False
-    elif train_data is not None:
-        raise EdgeCNNError("--train-data is for quantisation-aware training; add --qat-epochs N")
-    trained = meta is not None or weights is not None  # random weights: nothing to keep faithful to
-    cle = trained if cle is None else cle
-    bias_correction = trained if bias_correction is None else bias_correction
-    if io not in ("float32", "int8"):
-        raise EdgeCNNError(f"--io takes float32 or int8 here, got {io!r} (uint8 camera-byte files: "
-                           f"edgecnn export --io uint8)")
-    if out is not None:
-        check_output_dir(out)  # before calibration and training, as export does
+    calib_data: str | Path
+    eval_data: str | Path | None = None
+    method: str = DEFAULT_METHOD
+    cle: bool | None = None
+    bias_correction: bool | None = None
+    keep_float: Sequence[str] = ()
+    calib_samples: int = DEFAULT_CALIB_SAMPLES
+    eval_samples: int = DEFAULT_EVAL_SAMPLES
+    layer_images: int = 8
+    io: str = "float32"
+    layout: str = "nhwc"
+    out: str | Path | None = None
+    qat_epochs: int = 0
+    train_data: str | Path | None = None
+    qat_lr: float | None = None
+    qat_batch_size: int | None = None
+    progress: bool = True
 
-    calib_files, held = split_calibration(calib_dir, calib_samples, need,
-                                          0 if eval_data is not None else eval_samples)
-    check_channels(calib_files, preprocess.in_chans, "--calib-data")
-    if eval_data is not None:
-        evalset = load_eval(Path(eval_data).expanduser(), preprocess, model_labels(meta, cfg.num_classes),
-                            cfg.num_classes, eval_samples)
-    elif held:
-        pixels, kept = _load(held, preprocess)
-        evalset = EvalSet(pixels, None, f"{len(kept)} images of {calib_dir} held back from calibration")
-    else:
+    def __post_init__(self) -> None:
+        from edgecnn.quantize.ptq import check_method
+
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        if self.method != "auto":
+            check_method(self.method)
+        if not Path(self.calib_data).expanduser().is_dir():
+            raise EdgeCNNError(f"--calib-data {Path(self.calib_data).expanduser()} does not exist or is not a directory")
+        if self.qat_epochs:
+            if self.cle or self.bias_correction:
+                raise EdgeCNNError("--qat-epochs learns the int8 ranges and weights itself; drop --cle and "
+                                   "--bias-correction")
+            if self.keep_float or self.method == "auto":
+                raise EdgeCNNError("--qat-epochs makes one int8 model with learned ranges; it does not combine "
+                                   "with --keep-float or --method auto")
+        elif self.train_data is not None:
+            raise EdgeCNNError("--train-data is for quantisation-aware training; add --qat-epochs N")
+        if self.io not in ("float32", "int8"):
+            raise EdgeCNNError(f"--io takes float32 or int8 here, got {self.io!r} (uint8 camera-byte files: "
+                               f"edgecnn export --io uint8)")
+        if self.layout not in LAYOUTS:
+            raise EdgeCNNError(f"--layout takes {' or '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.out is not None:
+            check_output_dir(self.out)  # before calibration and training, as export does
+
+    @property
+    def need(self) -> int:
+        """The fewest calibration images the method takes."""
+        from edgecnn.quantize.methods import MIN_AUTO_IMAGES, MIN_CALIB_IMAGES
+
+        return MIN_AUTO_IMAGES if self.method == "auto" else MIN_CALIB_IMAGES.get(self.method, 1)
+
+
+@dataclass
+class _Recipe:
+    """How the int8 graph is made: the float model it quantises (equalised or QAT-tuned), the method."""
+
+    model: Any
+    method: str
+    cle: bool
+    bias_correction: bool
+    equalized: dict | None = None
+    tuned: Any = None  # edgecnn.quantize.qat.QATResult
+    auto_scores: list[dict] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def _timed(times: dict[str, float], name: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    yield
+    times[name] = round(time.perf_counter() - t0, 3)
+
+
+def quantize(model: str | Path | Any, *, options: QuantizeOptions | None = None, knobs: Mapping[str, Any] | None = None,
+             res: int | None = None, num_classes: int | None = None, in_chans: int | None = None,
+             weights: str | None = None, **keywords: Any) -> QuantizeResult:
+    """Quantise to full int8 through :func:`edgecnn.pipelines.export.export` and report its fidelity.
+
+    ``model``, ``knobs``, ``res``, ``num_classes``, ``in_chans``, ``weights``: as for export
+    (:class:`ModelRequest`). ``options``: a :class:`QuantizeOptions`; its fields may also be given as
+    keywords (``calib_data="photos/"``, ``method="auto"``), which override ``options``; any other
+    keyword is a model knob. The model is built once and calibrated once: that PT2E graph is both
+    the file (the export converts it as it is) and the per-layer table's subject.
+    """
+    from edgecnn.pipelines.export import ModelRequest, build_model, export
+
+    names = {f.name for f in dataclasses.fields(QuantizeOptions)}
+    chosen = {k: v for k, v in keywords.items() if k in names}
+    opts = dataclasses.replace(options, **chosen) if options is not None else QuantizeOptions(**chosen)
+    knobs = {**(knobs or {}), **{k: v for k, v in keywords.items() if k not in names and v is not None}}
+    times: dict[str, float] = {}
+    with _timed(times, "build"):
+        built = build_model(ModelRequest(model, knobs=knobs, res=res, num_classes=num_classes, in_chans=in_chans,
+                                         weights=weights))
+    train_data = _qat_data(opts, built)
+    with _timed(times, "images"):
+        calib_files, evalset = _split_images(opts, built)
+    with tempfile.TemporaryDirectory(prefix="edgecnn-calib-") as tmp:
+        calib_set = _calibration_set(calib_files, built.preprocess, Path(tmp), opts.need)
+        recipe = _recipe(opts, built, calib_set, train_data, times)
+        with _timed(times, "calibrate"):
+            job, q, q_mixed = _calibrate(opts, built, recipe, calib_set, Path(tmp))
+        with _timed(times, "export"):
+            exported = export(dataclasses.replace(built, model=recipe.model), options=_export_options(
+                opts, built, recipe.method, calib_dir=Path(tmp), n=len(calib_files), quantized=q, mixed=q_mixed))
+    with _timed(times, "fidelity"):
+        eval_inputs = dataclasses.replace(job, calib_pixels=evalset.pixels).inputs()
+        fid = _fidelity(opts, built, recipe, q, exported, evalset, eval_inputs, calib_set.source,
+                        "model." if job.graph() is not recipe.model else "")
+        mixed = _mixed_entry(opts, built, exported, evalset, eval_inputs) if q_mixed is not None else None
+    files = {k: str(v) for k, v in write_report(fid, exported.out_dir).items()}
+    if recipe.tuned:
+        files["checkpoint"] = str(save_qat_checkpoint(built.model, built.meta, built.preprocess, recipe.tuned,
+                                                      Path(exported.out_dir)))
+    return QuantizeResult(export=exported, fidelity=fid, method=recipe.method, auto_scores=recipe.auto_scores,
+                          equalize=recipe.equalized, mixed=mixed, files=files,
+                          qat=recipe.tuned.to_dict() if recipe.tuned else None, stages=times)
+
+
+def _qat_data(opts: QuantizeOptions, built: Any) -> str | None:
+    """QAT's training data: the option, else the checkpoint's; QAT without any raises."""
+    if not opts.qat_epochs:
+        return None
+    data = opts.train_data if opts.train_data is not None else (built.meta.data if built.meta is not None else None)
+    if data is None:
+        raise EdgeCNNError("--qat-epochs needs labelled training data: pass --train-data DATA (a dataset "
+                           "name or a folder with one sub-folder per class)")
+    return str(data)
+
+
+def _split_images(opts: QuantizeOptions, built: Any) -> tuple[list[Path], EvalSet]:
+    """The calibration files and the evaluation images (``--eval-data``, else held-back calibration files)."""
+    calib_dir, cfg = Path(opts.calib_data).expanduser(), built.config
+    calib_files, held = split_calibration(calib_dir, opts.calib_samples, opts.need,
+                                          0 if opts.eval_data is not None else opts.eval_samples)
+    check_channels(calib_files, built.preprocess.in_chans, "--calib-data")
+    if opts.eval_data is not None:
+        return calib_files, load_eval(Path(opts.eval_data).expanduser(), built.preprocess,
+                                      model_labels(built.meta, cfg.num_classes), cfg.num_classes, opts.eval_samples)
+    if not held:
         raise EdgeCNNError(f"no evaluation images: --calib-data {calib_dir} has too few images to hold "
                            f"some back; pass --eval-data DIR")
+    pixels, kept = _load(held, built.preprocess)
+    return calib_files, EvalSet(pixels, None, f"{len(kept)} images of {calib_dir} held back from calibration")
 
-    with tempfile.TemporaryDirectory(prefix="edgecnn-calib-") as tmp:
-        for i, path in enumerate(calib_files):  # the chosen images, as a folder export can read
-            (Path(tmp) / f"{i:05d}{path.suffix.lower()}").symlink_to(path.resolve())
-        calib_set = calibration_images(preprocess, len(calib_files), calib_data=tmp)
-        if len(calib_set.pixels) < need:
-            raise EdgeCNNError(f"only {len(calib_set.pixels)} readable calibration images; the method needs {need}")
-        calib = preprocess.normalize(calib_set.pixels)
 
-        model_q, equalized, tuned = model, None, None
-        if cle or bias_correction:
-            model_q, eq = equalize_model(model, calib, cle=cle, bias_correction=bias_correction)
-            equalized = eq.to_dict()
-        if qat_epochs:
-            from edgecnn.quantize.qat import DEFAULT_BATCH, DEFAULT_LR, qat_finetune
+def _calibration_set(files: Sequence[Path], preprocess: Preprocess, folder: Path, need: int) -> Any:
+    """The chosen calibration files linked into ``folder`` (which the export reads too), loaded."""
+    from edgecnn.data.calibration import calibration_images
 
-            tuned = qat_finetune(model, preprocess, str(train_data), epochs=qat_epochs, lr=qat_lr or DEFAULT_LR,
-                                 batch_size=qat_batch_size or DEFAULT_BATCH, layout=layout,
-                                 labels=model_labels(meta, cfg.num_classes),
-                                 train_config=meta.extra.get("train_config") if meta is not None else None,
-                                 progress=progress)
-            model_q, method = tuned.model, "qat"
-        scores: list[dict] = []
-        if method == "auto":
-            method, scores = choose_method(model_q, calib, progress=progress)
-        name = canonical_name(cfg, res)
-        exported = export(model_q if model_q is not model else model_or_name, **(knobs or {}), res=res,
-                          num_classes=num_classes, in_chans=in_chans,
-                          weights=None if model_q is not model else weights, quantize="int8", io=io,
-                          layout=layout, calib_data=tmp, calib_samples=len(calib_files),
-                          calib_method=None if tuned else method, meta=meta,
-                          quantized=tuned.quantized if tuned else None, scores="logits",  # SQNR is on logits
-                          out=out if out is not None else Path("exports") / f"{name}_{method}",
-                          progress=progress)
-        # the graph and calibration inputs export quantised (same images, same order: PT2E is
-        # deterministic, so this is the file's recipe, for the per-layer table)
-        job = ConvertJob(model=model_q, preprocess=preprocess, layout=layout, calib_pixels=calib_set.pixels,
-                         scratch=Path(tmp), calib_method=method)
-        graph, graph_calib = job.graph(), job.inputs()
-    int8_file = Path(exported.files[0]["path"])
-    prefix = "model." if graph is not model_q else ""
-    q = tuned.quantized if tuned else quantize_pt2e(graph, graph_calib, method=method, layout=layout,
-                                                    progress=progress)
-    eval_inputs = ConvertJob(model=model_q, preprocess=preprocess, layout=layout, calib_pixels=evalset.pixels,
-                             scratch=Path("."), calib_method=method).inputs()
-    fid = fidelity_report(model, q, int8_file, evalset.pixels, preprocess, evalset.labels,
-                          graph_inputs=eval_inputs, layer_images=layer_images, progress=progress,
-                          name=exported.name)
+    for i, path in enumerate(files):
+        (folder / f"{i:05d}{path.suffix.lower()}").symlink_to(path.resolve())
+    calib_set = calibration_images(preprocess, len(files), calib_data=folder)
+    if len(calib_set.pixels) < need:
+        raise EdgeCNNError(f"only {len(calib_set.pixels)} readable calibration images; the method needs {need}")
+    return calib_set
+
+
+def _recipe(opts: QuantizeOptions, built: Any, calib_set: Any, train_data: str | None,
+            times: dict[str, float]) -> _Recipe:
+    """Equalisation and bias correction, QAT, or ``--method auto``'s choice, as the options ask."""
+    from edgecnn.quantize.equalize import equalize_model
+    from edgecnn.quantize.ptq import choose_method
+
+    trained = built.trained  # random weights: nothing to keep faithful to
+    cle = False if opts.qat_epochs else trained if opts.cle is None else opts.cle
+    bias = False if opts.qat_epochs else trained if opts.bias_correction is None else opts.bias_correction
+    recipe = _Recipe(built.model, opts.method, cle, bias)
+    calib = built.preprocess.normalize(calib_set.pixels)
+    if cle or bias:
+        with _timed(times, "equalize"):
+            recipe.model, eq = equalize_model(built.model, calib, cle=cle, bias_correction=bias)
+            recipe.equalized = eq.to_dict()
+    if opts.qat_epochs:
+        from edgecnn.quantize.qat import DEFAULT_BATCH, DEFAULT_LR, qat_finetune
+
+        with _timed(times, "qat"):
+            meta = built.meta
+            recipe.tuned = qat_finetune(
+                built.model, built.preprocess, train_data, epochs=opts.qat_epochs, lr=opts.qat_lr or DEFAULT_LR,
+                batch_size=opts.qat_batch_size or DEFAULT_BATCH, layout=opts.layout,
+                labels=model_labels(meta, built.config.num_classes),
+                train_config=meta.extra.get("train_config") if meta is not None else None, progress=opts.progress)
+        recipe.model, recipe.method = recipe.tuned.model, "qat"
+    if recipe.method == "auto":
+        with _timed(times, "auto"):
+            recipe.method, recipe.auto_scores = choose_method(recipe.model, calib, progress=opts.progress)
+    return recipe
+
+
+def _calibrate(opts: QuantizeOptions, built: Any, recipe: _Recipe, calib_set: Any, scratch: Path) -> tuple[Any, Any, Any]:
+    """The one PT2E calibration of the graph the file holds (pixel input, logits; QAT's learned one
+    instead), and the ``--keep-float`` graph. Returns (the job describing that graph, int8 graph,
+    mixed graph or None)."""
+    from edgecnn.converters.base import ConvertJob
+    from edgecnn.quantize.ptq import quantize_pt2e
+
+    job = ConvertJob(model=recipe.model, preprocess=built.preprocess, layout=opts.layout,
+                     calib_pixels=calib_set.pixels, scratch=scratch, scores="logits")  # SQNR is on logits
+    graph, inputs = job.graph(), job.inputs()
+    prefix = "model." if graph is not recipe.model else ""
+    q = recipe.tuned.quantized if recipe.tuned else quantize_pt2e(graph, inputs, method=recipe.method,
+                                                                  layout=opts.layout, progress=opts.progress)
+    mixed = quantize_pt2e(graph, inputs, method=recipe.method, layout=opts.layout, progress=opts.progress,
+                          keep_float=[prefix + k for k in opts.keep_float]) if opts.keep_float else None
+    return job, q, mixed
+
+
+def _export_options(opts: QuantizeOptions, built: Any, method: str, *, calib_dir: Path, n: int, quantized: Any,
+                    mixed: Any) -> Any:
+    """The int8 export of the ready graphs (logits: what the fidelity figures measure)."""
+    from edgecnn.pipelines.export import ExportOptions
+
+    out = opts.out if opts.out is not None else Path("exports") / f"{built.name}_{method}"
+    return ExportOptions(precisions=("int8",), ios=(opts.io,), layout=opts.layout, calib_data=calib_dir,
+                         calib_samples=n, scores="logits", quantized=quantized, mixed=mixed, out=out,
+                         progress=opts.progress)
+
+
+def _fidelity(opts: QuantizeOptions, built: Any, recipe: _Recipe, q: Any, exported: Any, evalset: EvalSet,
+              eval_inputs: Any, calibration: str, prefix: str) -> Any:
+    """The fidelity report of the int8 file (the first of the export), with where its numbers came from."""
+    from edgecnn.quantize.ptq import unquantized_layers
+
     entry = exported.files[0]
-    fid.extra = {"eval_source": evalset.source, "file": str(int8_file), "calibration": calib_set.source,
-                 "cle": cle, "bias_correction": bias_correction,
+    fid = fidelity_report(built.model, q, Path(entry["path"]), evalset.pixels, built.preprocess, evalset.labels,
+                          graph_inputs=eval_inputs, layer_images=opts.layer_images, progress=opts.progress,
+                          name=exported.name)
+    fid.extra = {"eval_source": evalset.source, "file": entry["path"], "calibration": calibration,
+                 "cle": recipe.cle, "bias_correction": recipe.bias_correction,
                  "float_ops": {"in_file": entry["float_ops"], "by_op": entry["float_op_names"],
                                "unannotated_layers": unquantized_layers(q, prefix)}}
-    mixed = None
-    if keep_float:
-        from edgecnn.converters.tflite_runtime import TFLiteModel
-        from edgecnn.io import write_bytes
-        from edgecnn.quantize.equalize import predict
+    return fid
 
-        q_mixed = quantize_pt2e(graph, graph_calib, method=method, layout=layout, progress=progress,
-                                keep_float=[prefix + k for k in keep_float])
-        with tempfile.TemporaryDirectory(prefix="edgecnn-mixed-") as logs, \
-                captured_output(Path(logs) / "converter.log", verbose=False):  # litert-torch prints
-            data = to_tflite(q_mixed)
-        path = write_bytes(Path(exported.out_dir) / f"{exported.name}_int8_mixed_int8io.tflite", data)
-        ref = predict(model, preprocess.normalize(evalset.pixels)).numpy()
-        full_ms = exported.files[0].get("latency_ms") or latency_ms(int8_file)
-        mixed = {"file": str(path), "keep_float": list(keep_float), "bytes": path.stat().st_size,
-                 "int8_bytes": int8_file.stat().st_size, "latency_ms": round(latency_ms(path), 3),
-                 "int8_latency_ms": round(full_ms, 3),
-                 "outputs": output_metrics(ref, TFLiteModel(path).predict(eval_inputs), evalset.labels)}
-    files = {k: str(v) for k, v in write_report(fid, exported.out_dir).items()}
-    if tuned:
-        files["checkpoint"] = str(save_qat_checkpoint(model, meta, preprocess, tuned, Path(exported.out_dir)))
-    return QuantizeResult(export=exported, fidelity=fid, method=method, auto_scores=scores,
-                          equalize=equalized, mixed=mixed, files=files, qat=tuned.to_dict() if tuned else None)
+
+def _mixed_entry(opts: QuantizeOptions, built: Any, exported: Any, evalset: EvalSet, eval_inputs: Any) -> dict:
+    """The mixed-precision file beside the int8 one: size, latency (ms), verification, agreement with float."""
+    from edgecnn.converters.tflite_runtime import TFLiteModel
+    from edgecnn.quantize.equalize import predict
+    from edgecnn.quantize.report import output_metrics
+
+    full = exported.files[0]
+    entry = next(f for f in exported.files if "_mixed" in f["suffix"])
+    ref = predict(built.model, built.preprocess.normalize(evalset.pixels)).numpy()
+    return {"file": entry["path"], "keep_float": list(opts.keep_float), "bytes": entry["bytes"],
+            "int8_bytes": full["bytes"], "latency_ms": entry["latency_ms"], "int8_latency_ms": full["latency_ms"],
+            "verification": entry["verification"],
+            "outputs": output_metrics(ref, TFLiteModel(entry["path"]).predict(eval_inputs), evalset.labels)}
 
 
 def save_qat_checkpoint(model: Any, meta: Any, preprocess: Preprocess, tuned: Any, folder: Path) -> Path:

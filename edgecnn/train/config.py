@@ -7,7 +7,6 @@ from typing import Any
 
 from edgecnn import limits as L
 from edgecnn.errors import EdgeCNNError
-from edgecnn.limits import KNOBS
 from edgecnn.schema import REQUIRED, Doc, check_knobs
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -79,7 +78,7 @@ class TrainConfig:
         from edgecnn.models import get_spec
 
         doc = Doc(vars(self), "training config")
-        get_spec(doc.get("model", str))  # a known model
+        spec = get_spec(doc.get("model", str))  # a known model
         if self.optimizer is None:
             self.optimizer = default_optimizer(self.model)
         optional = {f.name for f in fields(self) if f.default is None}
@@ -90,7 +89,7 @@ class TrainConfig:
         for name in ("amp", "channels_last", "hflip"):
             doc.get(name, bool, None if name in optional else REQUIRED)
         doc.get("optimizer", str, choices=OPTIMIZERS)
-        check_knobs(doc, "knobs", KNOBS)
+        check_knobs(doc, "knobs", spec.tunable)
         too_long = [n for n in ("warmup_epochs", "freeze_epochs") if getattr(self, n) > self.epochs]
         if too_long:
             raise EdgeCNNError(f"invalid {too_long[0]}={getattr(self, too_long[0])!r} "
