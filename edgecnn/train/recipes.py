@@ -1,0 +1,89 @@
+"""Default training recipe of each model family: what ``edgecnn train`` uses for a knob left unset.
+
+A recipe is data (:data:`RECIPES`), applied by :meth:`edgecnn.train.config.TrainConfig.__post_init__`
+to the fields left at ``None``; an explicit value (a CLI flag, a config field) always wins. The
+numbers were measured with ``benchmarks/studies/train_defaults.py`` (Fashion-MNIST, one epoch on a
+2-core CPU; results in ``benchmarks/results/train_defaults.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One family's defaults.
+
+    ``lr`` is the peak learning rate per 256 images of the (global) batch, for ``optimizer`` only
+    (another optimizer takes :data:`edgecnn.train.config.DEFAULT_LR`); ``weight_decay`` likewise.
+    ``warmup`` is the linear warm-up as a fraction of the run's optimizer steps (then cosine to 0).
+    ``small_res`` (pixels) is the input size of images smaller than the model's default resolution
+    (28 px Fashion-MNIST, 32 px CIFAR-10): they are upscaled to it (never downscaled).
+    ``crop_scale`` is the smallest random crop (fraction of the image area) of runs longer than
+    :data:`SHORT_RUN_EPOCHS`; shorter runs take :data:`SHORT_RUN` instead.
+    """
+
+    optimizer: str
+    lr: float
+    weight_decay: float
+    warmup: float
+    batch_size: int
+    small_res: int
+    crop_scale: float
+    label_smoothing: float
+
+
+# Networks with BatchNorm: AdamW, lr 0.008 per 256 images (MobileNetV2 0.35, one epoch of Fashion-MNIST at
+# 48 px, batch 128: 83.0% at this lr, 80.0% at half of it; SGD-Nesterov 0.1 with a whole-run warm-up: 63.2%)
+_BN = Recipe(optimizer="adamw", lr=0.008, weight_decay=0.01, warmup=0.1, batch_size=128, small_res=32,
+             crop_scale=0.25, label_smoothing=0.1)
+# Networks without normalisation layers diverge at that rate (LeNet-5 with SGD at 0.1 per 256: loss 35):
+# AdamW at a quarter of it.
+_NO_NORM = replace(_BN, lr=0.002)
+
+RECIPES: dict[str, Recipe] = {
+    "mobilenet_v1": _BN,
+    "mobilenet_v2": _BN,
+    "mobilenet_v3": _BN,
+    "efficientnet": _BN,
+    "efficientnet_lite": _BN,
+    "shufflenet_v2": _BN,
+    "googlenet": _BN,
+    "inception_v3": _BN,
+    "resnet": _BN,
+    "densenet": _BN,
+    "convnext": _NO_NORM,  # LayerNorm; AdamW's usual lr per 256 images is far lower (4e-3 per 4096)
+    "lenet": _NO_NORM,
+    "alexnet": _NO_NORM,
+    "vgg": _NO_NORM,  # vgg*_bn too: one recipe per family
+    "squeezenet": _NO_NORM,
+}
+
+# Runs of at most this many epochs underfit rather than overfit: no random crops (flips only).
+SHORT_RUN_EPOCHS = 3
+SHORT_RUN = {"crop_scale": 1.0}
+
+
+def recipe_for(model: str) -> Recipe:
+    """The recipe of ``model``'s family (a registered name or alias)."""
+    from edgecnn.models import get_spec
+
+    return RECIPES[get_spec(model).family]
+
+
+def recipe_defaults(model: str, epochs: int) -> dict[str, object]:
+    """:class:`~edgecnn.train.config.TrainConfig` field -> default for a run of ``epochs`` epochs of ``model``
+    (``lr``, ``weight_decay`` and ``res`` are not here: they also depend on the optimizer and the data)."""
+    r = recipe_for(model)
+    short = SHORT_RUN if epochs <= SHORT_RUN_EPOCHS else {}
+    return {"optimizer": r.optimizer, "batch_size": r.batch_size, "warmup_epochs": r.warmup * epochs,
+            "label_smoothing": r.label_smoothing, "crop_scale": r.crop_scale, **short}
+
+
+def describe() -> str:
+    """The table of recipes, one line per family, for ``edgecnn train --help``."""
+    names = [f.name for f in fields(Recipe)]
+    rows = [["family", *names]] + [[family, *(str(getattr(r, n)) for n in names)] for family, r in RECIPES.items()]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(names) + 1)]
+    return "\n".join("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows)
