@@ -153,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 row = run_one(model, knobs, data, Path(tmp) / model, args.threads)
             except Exception as exc:  # noqa: BLE001 (a failing family is a row, not the end of the study)
+                if type(exc).__name__ == "TrainingInterrupted":  # Ctrl-C / SIGTERM: stop the study
+                    raise
                 row = {"family": family, "model": model, "knobs": knobs, "error": f"{type(exc).__name__}: {exc}"}
             row.update(label=args.label, edgecnn=args.ref or _edgecnn_commit(), load_1min=machine_info()["load_1min"],
                        torch_threads=args.threads)
