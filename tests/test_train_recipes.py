@@ -60,6 +60,7 @@ def test_small_images_are_upscaled_to_the_recipe_resolution():
         model = create_model(name, num_classes=10, in_chans=1)
         want = min(spec.default_res, max(28, spec.min_res, recipe_for(name).small_res))
         assert choose_res(cfg, data, model) == want, name
+    assert choose_res(_config("lenet5", "--data", "fashion-mnist"), data, create_model("lenet5")) == 32  # fixed
     cfg = _config("mobilenet_v2", "--data", "fashion-mnist", "--res", "36")
     assert choose_res(cfg, data, create_model("mobilenet_v2", num_classes=10, in_chans=1)) == 36
     photos = SimpleNamespace(native_res=None, in_chans=3)  # photos of any size: the model's default

@@ -74,7 +74,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "(default 10); e.g. --max-imbalance 50")
     d.add_argument("--crop-scale", type=bounded(L.CROP_SCALE), default=None, metavar="S",
                    help="augmentation: smallest random crop as a fraction of the image area (1 = no crop; "
-                        "default: the recipe's, 1 for runs of at most 3 epochs); e.g. --crop-scale 0.5")
+                        "default: the family recipe's, below, 1 for runs of at most 3 epochs); e.g. --crop-scale 0.5")
     d.add_argument("--no-hflip", dest="hflip", action="store_false",
                    help="augmentation: no random horizontal flips (for text, digits, asymmetric signs)")
     d.add_argument("--color-jitter", type=bounded(L.FRACTION), default=0.0, metavar="J",
@@ -91,22 +91,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="epochs to train (default 10; on --resume: the run's, or more to extend it); e.g. --epochs 15")
     o.add_argument("--batch-size", type=bounded(L.BATCH_SIZE), default=None, metavar="B",
                    help="images per optimizer step, in total over all processes of a distributed run "
-                        "(the global batch; each process takes B/N) (default: the recipe's); e.g. --batch-size 64")
+                        "(the global batch; each process takes B/N) (default: the family recipe's, below); e.g. --batch-size 64")
     o.add_argument("--optimizer", choices=("sgd", "adamw"), default=None,
-                   help="sgd (Nesterov momentum) or adamw (default: the recipe's); e.g. --optimizer sgd")
+                   help="sgd (Nesterov momentum) or adamw (default: the family recipe's, below); e.g. --optimizer sgd")
     o.add_argument("--lr", type=bounded(L.LR), default=None, metavar="LR",
-                   help="peak learning rate (default: the recipe's lr per 256 images times batch-size/256, "
+                   help="peak learning rate (default: the family recipe's, below lr per 256 images times batch-size/256, "
                         "the global batch); e.g. --lr 0.05")
     o.add_argument("--momentum", type=bounded(L.MOMENTUM), default=0.9, metavar="M",
                    help="SGD momentum (default 0.9); e.g. --momentum 0.95")
     o.add_argument("--weight-decay", type=bounded(L.WEIGHT_DECAY), default=None, metavar="WD",
-                   help="decoupled/L2 weight decay on conv and linear weights only (default: the recipe's); "
+                   help="decoupled/L2 weight decay on conv and linear weights only (default: the family recipe's, below); "
                         "e.g. --weight-decay 1e-4")
     o.add_argument("--warmup-epochs", type=bounded(L.WARMUP_EPOCHS), default=None, metavar="E",
-                   help="linear learning-rate warm-up, then cosine decay to 0 (default: the recipe's fraction "
+                   help="linear learning-rate warm-up, then cosine decay to 0 (default: the family recipe's, below fraction "
                         "of --epochs; fractions allowed); e.g. --warmup-epochs 0.5")
     o.add_argument("--label-smoothing", type=bounded(L.FRACTION), default=None, metavar="E",
-                   help="label smoothing of the cross-entropy loss (default: the recipe's); e.g. --label-smoothing 0")
+                   help="label smoothing of the cross-entropy loss (default: the family recipe's, below); e.g. --label-smoothing 0")
     o.add_argument("--clip-grad", type=bounded(L.CLIP_GRAD), default=None, metavar="NORM",
                    help="clip the global gradient L2 norm (default off); e.g. --clip-grad 5")
     o.add_argument("--ema", type=bounded(L.EMA_DECAY), default=None, metavar="DECAY", dest="ema_decay",
