@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             action.help = argparse.SUPPRESS  # classes and channels follow the data
         elif action.dest == "res":
             action.help = ("square input resolution in pixels (default: images smaller than the model's "
-                           "default at the family recipe's small_res, e.g. 48 for Fashion-MNIST on MobileNetV2, "
+                           "default at the family recipe's small_res, e.g. 64 for Fashion-MNIST on MobileNetV2, "
                            "see below; photos at the model's default, e.g. 224); e.g. --res 160")
     d = p.add_argument_group("data")
     d.add_argument("--data", metavar="DATA",
