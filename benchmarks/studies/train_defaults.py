@@ -118,6 +118,11 @@ def write_markdown(path: Path, doc: dict) -> None:
     lines += ["", "Rows with fewer than 59,904 training images ran on the first images of Fashion-MNIST's training "
               "and test files (a subset, to fit the CPU time); chance is 10%."]
     lines += [f"- {r['label']} {r['model']}: {r['note']}" for r in doc["runs"] if r.get("note")]
+    if doc.get("trials"):  # runs with explicit flags that chose the recipe
+        lines += ["", "## Trials that chose the recipe", "", doc["trials"]["what"], "",
+                  "| trial | overrides | res | batch | train s | test top-1 |", "|---|---|---|---|---|---|"]
+        lines += [f"| {t['name']} | `{json.dumps(t['overrides'])}` | {t['res']} | {t['batch_size']} | "
+                  f"{t['train_seconds']:.0f} | {100 * t['test_top1']:.2f}% |" for t in doc["trials"]["runs"]]
     write_text(path, "\n".join(lines) + "\n")
 
 
