@@ -204,9 +204,9 @@ def test_real_forward_at_other_resolutions(name, res):
 
 
 def test_adamw_leaves_norms_biases_position_embedding_and_class_token_undecayed():
-    from edgecnn.train.config import default_optimizer
+    from edgecnn.train.recipes import recipe_for
 
-    assert default_optimizer("deit_tiny") == default_optimizer("mobilevit_xxs") == "adamw"
+    assert recipe_for("deit_tiny").optimizer == recipe_for("mobilevit_xxs").optimizer == "adamw"
     model = edgecnn.create_model("deit_tiny", num_layers=1)
     decay, no_decay = param_groups(model, 0.05)
     names = {id(p): n for n, p in model.named_parameters()}

@@ -163,7 +163,7 @@ def test_learns_fashion_mnist_and_checkpoints_round_trip(fmnist_small, tmp_path,
     model, meta = load_checkpoint(out / LAST)
     assert (meta.model, meta.num_classes, meta.in_chans, meta.labels) == (
         "mobilenet_v1", 10, 1, list(FASHION_MNIST_CLASSES))
-    assert meta.preprocess.res == 32 and meta.preprocess.crop_pct == 1.0 and meta.data == str(fmnist_small)
+    assert meta.preprocess.res == 48 and meta.preprocess.crop_pct == 1.0 and meta.data == str(fmnist_small)  # recipe
     assert meta.preprocess.mean == pytest.approx((0.29,), abs=0.03)
     state = torch.load(out / STATE_FILE, weights_only=True)
     trained = type(model)(num_classes=10, in_chans=1, alpha=0.25)

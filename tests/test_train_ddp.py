@@ -28,7 +28,7 @@ from edgecnn.train.trainer import LAST, STATE_FILE, load_state
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["mobilenet_v2", "--alpha", "0.35"]
-RUN = ["--batch-size", "32", "--val-split", "0.2", "--optimizer", "sgd", "--lr", "0.05", "--warmup-epochs", "0.2",
+RUN = ["--res", "32", "--batch-size", "32", "--val-split", "0.2", "--optimizer", "sgd", "--lr", "0.05", "--warmup-epochs", "0.2",
        "--ema", "0.99", "--workers", "0", "--quiet"]
 STEPS = 800 // 32  # 1,000 images less the 20% validation split, per global batch of 32
 HANG_GUARD_S = 600  # a run that is not over by then hangs (each finishes in well under a minute alone)

@@ -33,7 +33,14 @@ metrics.csv and curves.png. Ctrl-C saves a resumable state; files are replaced a
 several processes (torchrun, or --nproc): DistributedDataParallel; --batch-size is the global batch,
 split evenly among the processes, so steps, schedule and learning rate are those of one process and
 a run resumes with any number of processes; rank 0 writes the files; if one process fails, all stop.
-Collectives give up after $EDGECNN_DIST_TIMEOUT_S seconds (default 600)."""
+Collectives give up after $EDGECNN_DIST_TIMEOUT_S seconds (default 600).
+
+default recipe per model family (edgecnn.train.recipes): a flag you pass wins over it. lr is the peak per
+256 images of the batch (scaled linearly with --batch-size), for the recipe's optimizer (another
+optimizer: sgd 0.1, weight decay 5e-5; adamw 0.002, 0.05); warmup is the fraction of the run's steps
+(then cosine to 0); small_res is the input size of images smaller than the model's default (28 px
+Fashion-MNIST, 32 px CIFAR-10); runs of at most {short} epochs use {short_run} (they underfit: flips only).
+{table}"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,15 +50,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "classifier for your classes. SGD-momentum or AdamW, linear warm-up then cosine "
                     "decay, label smoothing, no weight decay on BatchNorm/biases, optional gradient "
                     "clipping and weight EMA; channels_last memory, AMP on GPUs; seeded and resumable.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_args(p, weights=False)
     for action in p._actions:  # the shared model flags, as train reads them
         if action.dest in ("num_classes", "in_chans"):
             action.help = argparse.SUPPRESS  # classes and channels follow the data
         elif action.dest == "res":
-            action.help = ("square input resolution in pixels (default: small fixed-size images at their own "
-                           "size raised to the model's minimum, 32 for Fashion-MNIST; photos at the model's "
-                           "default, e.g. 224); e.g. --res 160")
+            action.help = ("square input resolution in pixels (default: images smaller than the model's "
+                           "default at the family recipe's small_res, e.g. 64 for Fashion-MNIST on MobileNetV2, "
+                           "see below; photos at the model's default, e.g. 224); e.g. --res 160")
     d = p.add_argument_group("data")
     d.add_argument("--data", metavar="DATA",
                    help="fashion-mnist, cifar-10, or a folder (see below); e.g. --data ./my_photos "
@@ -66,9 +73,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--max-imbalance", type=bounded(L.RATIO), default=10.0, metavar="R",
                    help="fail when the largest class has more than R times the images of the smallest "
                         "(default 10); e.g. --max-imbalance 50")
-    d.add_argument("--crop-scale", type=bounded(L.CROP_SCALE), default=0.25, metavar="S",
-                   help="augmentation: smallest random crop as a fraction of the image area (default 0.25; "
-                        "1 = no crop); e.g. --crop-scale 0.5")
+    d.add_argument("--crop-scale", type=bounded(L.CROP_SCALE), default=None, metavar="S",
+                   help="augmentation: smallest random crop as a fraction of the image area (1 = no crop; "
+                        "default: the family recipe's, below, 1 for runs of at most 3 epochs); e.g. --crop-scale 0.5")
     d.add_argument("--no-hflip", dest="hflip", action="store_false",
                    help="augmentation: no random horizontal flips (for text, digits, asymmetric signs)")
     d.add_argument("--color-jitter", type=bounded(L.FRACTION), default=0.0, metavar="J",
@@ -83,25 +90,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o = p.add_argument_group("optimisation")
     o.add_argument("--epochs", type=bounded(L.EPOCHS), default=None, metavar="N",
                    help="epochs to train (default 10; on --resume: the run's, or more to extend it); e.g. --epochs 15")
-    o.add_argument("--batch-size", type=bounded(L.BATCH_SIZE), default=128, metavar="B",
+    o.add_argument("--batch-size", type=bounded(L.BATCH_SIZE), default=None, metavar="B",
                    help="images per optimizer step, in total over all processes of a distributed run "
-                        "(the global batch; each process takes B/N) (default 128); e.g. --batch-size 64")
+                        "(the global batch; each process takes B/N) (default: the family recipe's, below); e.g. --batch-size 64")
     o.add_argument("--optimizer", choices=("sgd", "adamw"), default=None,
-                   help="sgd (Nesterov momentum) or adamw (default: adamw for networks without BatchNorm - "
-                        "LeNet, AlexNet, VGG, SqueezeNet -, sgd for the others); e.g. --optimizer adamw")
+                   help="sgd (Nesterov momentum) or adamw (default: the family recipe's, below); e.g. --optimizer sgd")
     o.add_argument("--lr", type=bounded(L.LR), default=None, metavar="LR",
-                   help="peak learning rate (default: 0.1 for sgd, 0.002 for adamw, times batch-size/256, "
+                   help="peak learning rate (default: the family recipe's, below lr per 256 images times batch-size/256, "
                         "the global batch); e.g. --lr 0.05")
     o.add_argument("--momentum", type=bounded(L.MOMENTUM), default=0.9, metavar="M",
                    help="SGD momentum (default 0.9); e.g. --momentum 0.95")
     o.add_argument("--weight-decay", type=bounded(L.WEIGHT_DECAY), default=None, metavar="WD",
-                   help="decoupled/L2 weight decay on conv and linear weights only (default 5e-5 for sgd, "
-                        "0.05 for adamw); e.g. --weight-decay 1e-4")
-    o.add_argument("--warmup-epochs", type=bounded(L.WARMUP_EPOCHS), default=1.0, metavar="E",
-                   help="linear learning-rate warm-up, then cosine decay to 0 (default 1; fractions allowed); "
-                        "e.g. --warmup-epochs 0.5")
-    o.add_argument("--label-smoothing", type=bounded(L.FRACTION), default=0.1, metavar="E",
-                   help="label smoothing of the cross-entropy loss (default 0.1); e.g. --label-smoothing 0")
+                   help="decoupled/L2 weight decay on conv and linear weights only (default: the family recipe's, below); "
+                        "e.g. --weight-decay 1e-4")
+    o.add_argument("--warmup-epochs", type=bounded(L.WARMUP_EPOCHS), default=None, metavar="E",
+                   help="linear learning-rate warm-up, then cosine decay to 0 (default: the family recipe's, below fraction "
+                        "of --epochs; fractions allowed); e.g. --warmup-epochs 0.5")
+    o.add_argument("--label-smoothing", type=bounded(L.FRACTION), default=None, metavar="E",
+                   help="label smoothing of the cross-entropy loss (default: the family recipe's, below); e.g. --label-smoothing 0")
     o.add_argument("--clip-grad", type=bounded(L.CLIP_GRAD), default=None, metavar="NORM",
                    help="clip the global gradient L2 norm (default off); e.g. --clip-grad 5")
     o.add_argument("--ema", type=bounded(L.EMA_DECAY), default=None, metavar="DECAY", dest="ema_decay",
@@ -140,6 +146,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--quiet", action="store_true", help="no progress bars")
     add_wide_arg(r)
     p.set_defaults(func=run_train)
+
+
+def _epilog() -> str:
+    from edgecnn.train import recipes
+
+    short_run = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in recipes.SHORT_RUN.items())
+    return EPILOG.format(short=recipes.SHORT_RUN_EPOCHS, short_run=short_run, table=recipes.describe())
 
 
 def _default_out(model: str, data: str) -> str:

@@ -8,8 +8,10 @@ from typing import Any
 from edgecnn import limits as L
 from edgecnn.errors import EdgeCNNError
 from edgecnn.schema import REQUIRED, Doc, check_knobs
+from edgecnn.train.recipes import recipe_defaults, recipe_for
 
 OPTIMIZERS = ("sgd", "adamw")
+# for an optimizer other than the family recipe's (see edgecnn.train.recipes)
 DEFAULT_LR = {"sgd": 0.1, "adamw": 0.002}  # per 256 images in a batch (linear scaling)
 DEFAULT_WD = {"sgd": 5e-5, "adamw": 0.05}
 BOUNDS = {"res": L.RES, "epochs": L.EPOCHS, "batch_size": L.BATCH_SIZE, "lr": L.LR, "momentum": L.MOMENTUM,
@@ -20,39 +22,27 @@ BOUNDS = {"res": L.RES, "epochs": L.EPOCHS, "batch_size": L.BATCH_SIZE, "lr": L.
           "random_erase": L.PROBABILITY, "max_unreadable": L.FRACTION, "max_imbalance": L.RATIO,
           "eval_batch_size": L.BATCH_SIZE}
 
-# Default optimizer per model family: SGD-momentum at 0.1 x batch/256 suits networks with BatchNorm;
-# those without normalisation layers diverge at that rate (LeNet-5 on 5,400 Fashion-MNIST images,
-# one epoch: loss 35, val 9%) and train with AdamW (val 67%). Transformers train with AdamW in their
-# papers (ViT, DeiT, MobileViT).
-ADAMW_FAMILIES = ("lenet", "alexnet", "vgg", "squeezenet", "vit", "mobilevit")
-
-
-def default_optimizer(model: str) -> str:
-    """The optimizer of ``model``'s family recipe (see :data:`ADAMW_FAMILIES`)."""
-    from edgecnn.models import get_spec
-
-    return "adamw" if get_spec(model).family in ADAMW_FAMILIES else "sgd"
-
 
 @dataclass
 class TrainConfig:
     """Everything that decides a training run (lr: learning rate at its peak; epochs may be fractional
-    only for warm-up)."""
+    only for warm-up). Fields left at ``None`` take the model family's recipe
+    (:mod:`edgecnn.train.recipes`) when the config is made, so a saved config holds the values used."""
 
     model: str
     data: str
     out: str
     knobs: dict[str, Any] = field(default_factory=dict)
-    res: int | None = None  # pixels; None: the data's native size (at least the model's minimum) or the model's
+    res: int | None = None  # pixels; None: small images at the recipe's small_res, others at the model's default
     epochs: int = 10
-    batch_size: int = 128
-    optimizer: str | None = None  # None: default_optimizer(model)
-    lr: float | None = None  # None: DEFAULT_LR[optimizer] * batch_size / 256
+    batch_size: int | None = None
+    optimizer: str | None = None
+    lr: float | None = None  # None: the recipe's (or DEFAULT_LR[optimizer]) per 256 images * batch_size / 256
     momentum: float = 0.9
-    weight_decay: float | None = None  # None: DEFAULT_WD[optimizer]; never applied to BN or biases
-    warmup_epochs: float = 1.0
+    weight_decay: float | None = None  # None: the recipe's (or DEFAULT_WD[optimizer]); never on BN or biases
+    warmup_epochs: float | None = None  # None: the recipe's warm-up fraction of the run
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
-    label_smoothing: float = 0.1
+    label_smoothing: float | None = None
     clip_grad: float | None = None  # max global gradient L2 norm
     ema_decay: float | None = None  # e.g. 0.999; evaluates and saves the averaged weights
     dropout: float | None = None  # None: the model's default
@@ -65,7 +55,7 @@ class TrainConfig:
     pretrained: str | None = None  # "imagenet" or a weights file; the classifier is re-initialised
     freeze_epochs: int = 0  # epochs that train only the classifier (needs pretrained)
     val_split: float = 0.1
-    crop_scale: float = 0.25  # smallest random crop, as a fraction of the image area
+    crop_scale: float | None = None  # smallest random crop, as a fraction of the image area
     hflip: bool = True
     color_jitter: float = 0.0
     random_erase: float = 0.0  # probability of erasing one random rectangle (Zhong et al. 2017)
@@ -79,11 +69,12 @@ class TrainConfig:
 
         doc = Doc(vars(self), "training config")
         spec = get_spec(doc.get("model", str))  # a known model
-        if self.optimizer is None:
-            self.optimizer = default_optimizer(self.model)
         optional = {f.name for f in fields(self) if f.default is None}
         for name, bound in BOUNDS.items():
             doc.get(name, default=None if name in optional else REQUIRED, bound=bound)
+        for name, value in recipe_defaults(self.model, self.epochs).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         for name in ("model", "data", "out", "device", "pretrained"):
             doc.get(name, str, None if name in optional else REQUIRED)
         for name in ("amp", "channels_last", "hflip"):
@@ -99,11 +90,18 @@ class TrainConfig:
 
     @property
     def peak_lr(self) -> float:
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer] * self.batch_size / 256
+        if self.lr is not None:
+            return self.lr
+        recipe = recipe_for(self.model)
+        per_256 = recipe.lr if self.optimizer == recipe.optimizer else DEFAULT_LR[self.optimizer]
+        return per_256 * self.batch_size / 256
 
     @property
     def decay(self) -> float:
-        return self.weight_decay if self.weight_decay is not None else DEFAULT_WD[self.optimizer]
+        if self.weight_decay is not None:
+            return self.weight_decay
+        recipe = recipe_for(self.model)
+        return recipe.weight_decay if self.optimizer == recipe.optimizer else DEFAULT_WD[self.optimizer]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

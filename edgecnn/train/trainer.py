@@ -47,6 +47,7 @@ from edgecnn.train.health import chance_top1, training_warnings
 from edgecnn.train.loader import default_workers, eval_loader, train_loader
 from edgecnn.train.optim import build_optimizer, build_scheduler
 from edgecnn.train.progress import Progress
+from edgecnn.train.recipes import recipe_for
 from edgecnn.train.report import write_curves_png, write_metrics_csv
 
 STATE_FORMAT = "edgecnn-train-state/1"
@@ -110,14 +111,15 @@ def amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 
 
 def choose_res(cfg: TrainConfig, data: LabelledData, model: nn.Module) -> int:
-    """``cfg.res``, else the data's own size raised to the model's minimum, else the model's default."""
-    spec = get_spec(cfg.model)
+    """``cfg.res``, else small images' own size raised to the model's minimum and the recipe's ``small_res``
+    (at most the model's default), else the model's default."""
+    spec, default = get_spec(cfg.model), model.edgecnn_config.default_res
     if cfg.res is not None:
         res = cfg.res
-    elif data.native_res is not None and data.native_res < model.edgecnn_config.default_res:
-        res = max(data.native_res, spec.min_res)
+    elif data.native_res is not None and data.native_res < default:
+        res = min(default, max(data.native_res, spec.min_res, recipe_for(cfg.model).small_res))
     else:
-        res = model.edgecnn_config.default_res
+        res = default
     spec.check_res(res)
     try:  # the registry's minimum is a rule of thumb; a real forward pass is the proof
         with torch.no_grad():
