@@ -256,7 +256,9 @@ def add_metadata(model_bytes: bytes, *, labels: Sequence[str], mean: Sequence[fl
     out = io.BytesIO()
     out.write(bytes(builder.Output()))
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as zf:  # readers need it uncompressed
-        zf.writestr(LABELS_FILE, "\n".join(labels) + "\n")
+        # a fixed timestamp (zip's epoch): the same model and labels give the same bytes on every export
+        member = zipfile.ZipInfo(LABELS_FILE, date_time=(1980, 1, 1, 0, 0, 0))
+        zf.writestr(member, "\n".join(labels) + "\n", compress_type=zipfile.ZIP_STORED)
     return out.getvalue()
 
 

@@ -189,6 +189,8 @@ def test_metadata_round_trip_and_packing(mv2):
         assert md2["labels"][7] == "class 7" and md2["version"] == "2" and md2["associated_files"] == ["labels.txt"]
         assert abs(len(again) - len(out)) < 20_000
         assert read_metadata(data) == {}
+        assert _meta(data) == out  # byte-reproducible: no clock in the archive
+        assert zipfile.ZipFile(io.BytesIO(out)).getinfo("labels.txt").date_time == (1980, 1, 1, 0, 0, 0)
 
 
 @pytest.mark.slow
