@@ -149,10 +149,11 @@ def export_variant(checkpoint: Path, cfg: ParetoConfig, out: Path) -> dict:
     images; returns the export report. A file that disagrees with PyTorch is kept (its row says
     ``verified: false``): its accuracy on the test split, measured next, shows by how much."""
     from edgecnn.errors import VerificationError
-    from edgecnn.pipelines.export import export
+    from edgecnn.pipelines.export import ExportOptions, ModelRequest, export
 
+    options = ExportOptions(precisions=tuple(cfg.quantize), out=out, measure=False, progress=False)
     try:
-        report = export(checkpoint, quantize=",".join(cfg.quantize), out=out, measure=False, progress=False)
+        report = export(ModelRequest(checkpoint), options=options)
     except VerificationError as exc:  # the files are written: their measured accuracy tells the rest
         report = exc.report
     return report.to_dict()
