@@ -137,6 +137,34 @@ def test_cle_keeps_float_outputs_and_balances_weight_ranges(mobilenet_v2_photos)
     assert report.relu6_top1_agreement is not None and report.relu6_top1_agreement >= 0.9
 
 
+def test_cle_crosses_a_relu6_only_where_its_clamp_is_idle_on_the_calibration_images():
+    """relu6(x / s) != relu6(x) / s: a pair is equalised across a ReLU6 (made ReLU) only when no
+    calibration input reaches the clamp; an active clamp keeps its ReLU6 and its pair unequalised,
+    so the float model is unchanged."""
+    from torch import nn
+
+    from edgecnn.quantize import equalize as eq
+
+    def net(gain: float) -> nn.Module:
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU6(), nn.Conv2d(8, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+        with torch.no_grad():
+            m[0].weight.mul_(gain)
+        return m
+
+    x = torch.rand(16, 3, 12, 12)
+    quiet, loud = net(0.1), net(100.0)  # first conv's outputs ~0.1 vs ~100: the clamp idle vs active
+    _, r = eq.equalize_model(quiet, x, cle=True, bias_correction=False)
+    assert r.relu6_replaced == ["1"] and not r.relu6_kept and len(r.pairs) == 2
+    out, r = eq.equalize_model(loud, x, cle=True, bias_correction=False)
+    assert r.relu6_kept == ["1"] and not r.relu6_replaced and [(p.first, p.second) for p in r.pairs] == [("2", "4")]
+    assert isinstance(out.get_submodule("1"), nn.ReLU6)
+    ref = eq.predict(loud, x)
+    assert torch.allclose(eq.predict(out, x), ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))  # fp32 reorder
+    _, r = eq.equalize_model(quiet, None, cle=True, bias_correction=False)  # nothing to judge the clamp on
+    assert r.relu6_kept == ["1"] and not r.relu6_replaced
+
+
 def test_bias_correction_removes_the_mean_shift_of_int8_weights():
     from edgecnn.quantize.equalize import _fake_quant_weight, correct_bias
 

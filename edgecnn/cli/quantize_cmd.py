@@ -112,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
                                           for s in result.auto_scores) + f" -> {result.method}")
     if result.equalize:
         e = result.equalize
-        print(f"equalisation: {e['pairs']} conv pairs, {e['relu6_replaced']} ReLU6 -> ReLU, weight range "
+        kept = f" ({e['relu6_kept']} kept: their clamp at 6 is active)" if e.get("relu6_kept") else ""
+        print(f"equalisation: {e['pairs']} conv pairs, {e['relu6_replaced']} ReLU6 -> ReLU{kept}, weight range "
               f"balance {e['balance_before']:.2f} -> {e['balance_after']:.2f}, "
               f"{e['bias_corrected_layers']} biases corrected")
     if result.qat:
