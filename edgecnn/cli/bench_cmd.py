@@ -7,8 +7,9 @@ import sys
 from pathlib import Path
 
 from edgecnn import limits as L
-from edgecnn.cli.common import ALPHA_HINT, add_wide_arg, bounded
+from edgecnn.cli.common import ALPHA_HINT, add_target_args, add_wide_arg, bounded, target_options
 from edgecnn.console import emit_json
+from edgecnn.converters.registry import BACKENDS
 
 EPILOG = """examples:
   edgecnn bench exports/mobilenet_v1_0.50_160/          every .tflite/.onnx there (+ PyTorch via report.json)
@@ -71,7 +72,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="precisions of the exported files: float32,float16,dynamic,int8 "
                         "(default float32,int8); runtimes that build the model in another precision "
                         "(PyTorch, ONNX Runtime from the name) are listed as skipped; e.g. --quantize int8")
-    g.add_argument("--converter", choices=("litert", "onnx2tf"), default="litert",
+    g.add_argument("--converter", choices=list(BACKENDS), default="litert",
                    help="back end of those exports (default litert); an export folder made by the "
                         "other one is not reused (NAME_CONVERTER/ is written instead); e.g. --converter onnx2tf")
     g.add_argument("--num-classes", type=bounded(L.NUM_CLASSES), metavar="N",
@@ -111,29 +112,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     add_wide_arg(g)
     g = p.add_argument_group("remote targets")
-    g.add_argument("--target", default="local", metavar="T",
-                   help="'local' (default), 'ssh://[user@]host[:port]' (a Linux board with python3, "
-                        "NumPy and ai-edge-litert or tflite_runtime; user: a login name, host: a DNS name, "
-                        "IPv4 or [IPv6] address, port 1-65535) or 'adb[:SERIAL]' (Android; SERIAL as --serial); "
-                        "e.g. --target ssh://pi@raspberrypi.local")
-    g.add_argument("--ssh-key", metavar="KEY", help="private key for ssh; e.g. --ssh-key ~/.ssh/id_ed25519")
-    g.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
-                   help="extra 'ssh -o' option, repeatable; e.g. --ssh-option StrictHostKeyChecking=accept-new")
-    g.add_argument("--remote-python", default="python3", metavar="PY",
-                   help="the board's Python (default python3); e.g. --remote-python /home/pi/venv/bin/python")
-    g.add_argument("--remote-dir", metavar="DIR",
-                   help="folder on the board for the runner and models (default: a temporary one, "
-                        "removed afterwards); e.g. --remote-dir /home/pi/edgecnn")
-    g.add_argument("--benchmark-binary", type=Path, metavar="FILE",
-                   help="TFLite's benchmark_model built for the phone (adb target); "
-                        "e.g. --benchmark-binary ./android_aarch64_benchmark_model")
-    g.add_argument("--serial", metavar="S", help="adb device serial when several are attached, as 'adb devices' "
-                                                  "lists it (letters, digits, . _ : - []); e.g. --serial emulator-5554")
-    g.add_argument("--use-gpu", action="store_true",
-                   help="adb: run with the GPU delegate (--use_gpu=true), one run per file without "
-                        "--num_threads (thread counts are a CPU setting, as for local GPU runtimes)")
-    g.add_argument("--use-nnapi", action="store_true", help="adb: run with the NNAPI delegate (--use_nnapi=true)")
-    g.add_argument("--no-xnnpack", action="store_true", help="adb: --use_xnnpack=false (TFLite's reference CPU kernels)")
+    add_target_args(g)
     p.set_defaults(func=run_bench)
 
 
@@ -144,10 +123,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
     protocol = Protocol(num_runs=args.runs, min_secs=args.min_secs, warmup_runs=args.warmup_runs,
                         warmup_min_secs=args.warmup_secs, max_secs=args.max_secs)
-    target = target_from_url(args.target, ssh_key=args.ssh_key, ssh_options=args.ssh_option,
-                             remote_python=args.remote_python, remote_dir=args.remote_dir,
-                             benchmark_binary=args.benchmark_binary, serial=args.serial, use_gpu=args.use_gpu,
-                             use_nnapi=args.use_nnapi, use_xnnpack=not args.no_xnnpack)
+    target = target_from_url(args.target, **target_options(args))
     zoo = ZooOptions(alphas=args.alpha, resolutions=args.res, precisions=tuple(args.quantize),
                      converter=args.converter, num_classes=args.num_classes, in_chans=args.in_chans,
                      exports_dir=args.exports_dir)

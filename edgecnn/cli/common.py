@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Callable, NoReturn
 
 from edgecnn.errors import EXIT_USAGE
@@ -101,3 +102,37 @@ def add_wide_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--wide", action="store_true",
                         help="show every column of the tables even when wider than the terminal "
                              "(by default less important columns are left out to fit)")
+
+
+def add_target_args(g: argparse._ArgumentGroup) -> None:
+    """``--target`` and the ssh (board) and adb (phone) settings, for every command that measures."""
+    g.add_argument("--target", default="local", metavar="T",
+                   help="'local' (default), 'ssh://[user@]host[:port]' (a Linux board with python3, "
+                        "NumPy and ai-edge-litert or tflite_runtime; user: a login name, host: a DNS name, "
+                        "IPv4 or [IPv6] address, port 1-65535) or 'adb[:SERIAL]' (Android; SERIAL as --serial); "
+                        "e.g. --target ssh://pi@raspberrypi.local")
+    g.add_argument("--ssh-key", metavar="KEY", help="private key for ssh; e.g. --ssh-key ~/.ssh/id_ed25519")
+    g.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
+                   help="extra 'ssh -o' option, repeatable; e.g. --ssh-option StrictHostKeyChecking=accept-new")
+    g.add_argument("--remote-python", default="python3", metavar="PY",
+                   help="the board's Python (default python3); e.g. --remote-python /home/pi/venv/bin/python")
+    g.add_argument("--remote-dir", metavar="DIR",
+                   help="folder on the board for the runner and models (default: a temporary one, "
+                        "removed afterwards); e.g. --remote-dir /home/pi/edgecnn")
+    g.add_argument("--benchmark-binary", type=Path, metavar="FILE",
+                   help="TFLite's benchmark_model built for the phone (adb target); "
+                        "e.g. --benchmark-binary ./android_aarch64_benchmark_model")
+    g.add_argument("--serial", metavar="S", help="adb device serial when several are attached, as 'adb devices' "
+                                                  "lists it (letters, digits, . _ : - []); e.g. --serial emulator-5554")
+    g.add_argument("--use-gpu", action="store_true",
+                   help="adb: run with the GPU delegate (--use_gpu=true), one run per file without "
+                        "--num_threads (thread counts are a CPU setting, as for local GPU runtimes)")
+    g.add_argument("--use-nnapi", action="store_true", help="adb: run with the NNAPI delegate (--use_nnapi=true)")
+    g.add_argument("--no-xnnpack", action="store_true", help="adb: --use_xnnpack=false (TFLite's reference CPU kernels)")
+
+
+def target_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments of :func:`edgecnn.pipelines.bench.target_from_url` from :func:`add_target_args`' flags."""
+    return {"ssh_key": args.ssh_key, "ssh_options": args.ssh_option, "remote_python": args.remote_python,
+            "remote_dir": args.remote_dir, "benchmark_binary": args.benchmark_binary, "serial": args.serial,
+            "use_gpu": args.use_gpu, "use_nnapi": args.use_nnapi, "use_xnnpack": not args.no_xnnpack}

@@ -8,7 +8,7 @@ import sys
 
 from edgecnn import limits as L
 from edgecnn.cli.bench_cmd import _list
-from edgecnn.cli.common import ALPHA_HINT, add_wide_arg, bounded
+from edgecnn.cli.common import ALPHA_HINT, add_target_args, add_wide_arg, bounded, target_options
 from edgecnn.console import emit_json, human_bytes, human_count, print_table
 from edgecnn.signals import exit_status, signal_name
 
@@ -58,8 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="epochs per variant (default 1); e.g. --epochs 3")
     g.add_argument("--pretrained", choices=("imagenet",), default=None,
                    help="fine-tune from ImageNet weights where the zoo has them; e.g. --pretrained imagenet")
-    g.add_argument("--batch-size", type=bounded(L.BATCH_SIZE), default=128, metavar="B",
-                   help="images per training batch (default 128); e.g. --batch-size 64")
+    g.add_argument("--batch-size", type=bounded(L.BATCH_SIZE), default=None, metavar="B",
+                   help="images per training batch (default: the family recipe's, see 'edgecnn train --help'); "
+                        "e.g. --batch-size 64")
     g.add_argument("--seed", type=bounded(L.SEED), default=0, metavar="S", help="random seed (default 0); e.g. --seed 1")
     g.add_argument("--workers", type=bounded(L.WORKERS), default=None, metavar="N",
                    help="DataLoader workers per variant (default: CPU cores - 1, at most 8); e.g. --workers 0")
@@ -68,9 +69,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--quantize", type=_list(str.strip, "--quantize"), default=["int8", "float32"], metavar="P[,P...]",
                    help="files to export and compare: int8 and/or float32 (default both); e.g. --quantize int8")
     g = p.add_argument_group("measuring")
-    g.add_argument("--target", default="local", metavar="T",
-                   help="where latency is measured: local (default), ssh://[user@]host[:port] (a Linux board "
-                        "with python3, NumPy and ai-edge-litert) or adb (Android); e.g. --target ssh://pi@raspberrypi.local")
     g.add_argument("--threads", type=_list(bounded(L.THREADS), "--threads"), metavar="N[,N...]",
                    help="CPU thread counts (default 1 and this machine's cores; 1 for remote targets); "
                         "e.g. --threads 1,4")
@@ -80,14 +78,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="minimum measuring time per point in seconds (default 0.5); e.g. --min-secs 2")
     g.add_argument("--timeout", type=bounded(L.SECONDS), default=600.0, metavar="S",
                    help="kill a point's process after this many seconds (default 600); e.g. --timeout 120")
-    g.add_argument("--ssh-key", metavar="KEY", help="ssh target: private key; e.g. --ssh-key ~/.ssh/id_ed25519")
-    g.add_argument("--ssh-option", action="append", default=[], metavar="OPT",
-                   help="ssh target: extra 'ssh -o' option, repeatable; e.g. --ssh-option Port=2222")
-    g.add_argument("--remote-python", default="python3", metavar="PY",
-                   help="ssh target: the board's Python (default python3); e.g. --remote-python /opt/venv/bin/python")
-    g.add_argument("--benchmark-binary", metavar="FILE",
-                   help="adb target: TFLite's benchmark_model for the phone; e.g. --benchmark-binary ./benchmark_model")
-    g.add_argument("--serial", metavar="S", help="adb target: device serial; e.g. --serial emulator-5554")
+    add_target_args(g)
     g = p.add_argument_group("choosing")
     g.add_argument("--latency-budget", type=bounded(L.LATENCY_MS), metavar="MS",
                    help="name the most accurate variant whose file runs within MS milliseconds on the target; "
@@ -117,8 +108,7 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 (ParetoConfig)
 
     local = args.target == "local"
     cpus = args.cpus_per_variant or (os.cpu_count() or 1 if args.executor == "local" else 1)
-    options = {"ssh_key": args.ssh_key, "ssh_options": args.ssh_option or (), "remote_python": args.remote_python,
-               "benchmark_binary": args.benchmark_binary, "serial": args.serial}
+    options = target_options(args)
     return ParetoConfig(
         family=args.family, data=args.data, alphas=args.alpha, resolutions=args.res, phis=args.phi, out=args.out,
         epochs=args.epochs, pretrained=args.pretrained, quantize=args.quantize, seed=args.seed,

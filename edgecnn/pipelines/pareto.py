@@ -76,7 +76,7 @@ class ParetoConfig:
     pretrained: str | None = None  # "imagenet": fine-tune where the zoo has weights
     quantize: list[str] = field(default_factory=lambda: list(PRECISIONS))
     seed: int = 0
-    batch_size: int = 128
+    batch_size: int | None = None  # None: the family recipe's (edgecnn.train.recipes)
     workers: int | None = 0  # DataLoader workers of training and evaluation
     device: str = "cpu"
     cpus_per_variant: int = 1
