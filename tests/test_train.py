@@ -273,7 +273,8 @@ def test_eval_takes_a_tflite_file(fmnist_small, tmp_path, cli):
     train(_config(fmnist_small, out, epochs=1, val_split=0.2), progress=False)
     model, meta = load_checkpoint(out / LAST)
     tflite = tmp_path / "model.tflite"
-    litert_torch.convert(model.eval(), (torch.zeros(1, 1, 32, 32),)).export(str(tflite))
+    res = meta.preprocess.res  # the recipe's size for 28 px images (48 px for MobileNetV1)
+    litert_torch.convert(model.eval(), (torch.zeros(1, 1, res, res),)).export(str(tflite))
     _one_line_error(cli("eval", tflite, "--data", fmnist_small), "no normalisation metadata")
     norm = ["--mean", str(meta.preprocess.mean[0]), "--std", str(meta.preprocess.std[0])]
     r = cli("eval", tflite, "--data", fmnist_small, *norm, "--workers", "0", "--json")
