@@ -269,9 +269,15 @@ def test_a_small_vit_trains_and_its_checkpoint_rebuilds_with_its_knobs(fmnist_sm
 def test_onnx2tf_int8_runs_attention_softmax_and_layernorm_in_int8(tmp_path):
     """The onnx2tf back end (TFLite's own quantiser) leaves nothing in float, batched matmuls and
     softmax included; it needs the tanh GELU (the exact one becomes a Flex op, and no int8 file)."""
+    from edgecnn.errors import VerificationError
+
+    torch.manual_seed(0)
     model = edgecnn.create_model("deit_tiny", num_layers=2, gelu_tanh=True)
-    report = edgecnn.export(model, res=64, quantize="float32,int8", converter="onnx2tf", scores="logits",
-                            calib_samples=32, out=tmp_path / "o", progress=False, measure=False)
+    try:
+        report = edgecnn.export(model, res=64, quantize="float32,int8", converter="onnx2tf", scores="logits",
+                                calib_samples=32, out=tmp_path / "o", progress=False, measure=False)
+    except VerificationError as exc:  # random weights: top-1 of near-tied logits is no criterion (0.46-0.6
+        report = exc.report          # seen), the cosine below is
     f32, i8 = report.files
     # float32 rounding: measured 1e-6 of the largest logit, 1000x below the bound
     assert f32["verification"]["passed"] and f32["verification"]["max_rel_error"] <= 1e-3
