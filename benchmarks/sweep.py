@@ -198,10 +198,12 @@ def zoo_spec(name: str, res: int | None, knobs: dict, num_classes: int | None = 
             "label": canonical_name(model.edgecnn_config, res)}, macs
 
 
-def knob_grid(alphas: list[float] | None, resolutions: list[int] | None) -> list[tuple[dict, int | None]]:
-    """(knobs, res) for every alpha x res the user asked for (None: the model's default)."""
-    return [({"alpha": a} if a is not None else {}, r)
-            for a, r in product(alphas or [None], resolutions or [None])]
+def knob_grid(knobs: dict[str, list | None], resolutions: list[int] | None) -> list[tuple[dict, int | None]]:
+    """(knobs, res) for every combination of the knob values and resolutions the user asked for, in
+    that order (a knob or resolution not asked for: the model's default)."""
+    names = list(knobs)
+    return [({k: v for k, v in zip(names, values) if v is not None}, res)
+            for *values, res in product(*(knobs[k] or [None] for k in names), resolutions or [None])]
 
 
 # ---------------------------------------------------------------- running

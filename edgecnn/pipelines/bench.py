@@ -114,7 +114,7 @@ def _is_path(text: str) -> bool:
 def _zoo_groups(name: str, runtimes: list[str] | None, zoo: ZooOptions) -> list[dict]:
     """Per alpha x res of zoo model ``name``: its exported files (exported when missing) and spec."""
     groups = []
-    for knobs, res in knob_grid(zoo.alphas, zoo.resolutions):
+    for knobs, res in knob_grid({"alpha": zoo.alphas}, zoo.resolutions):
         spec, macs = zoo_spec(name, res, knobs, zoo.num_classes, zoo.in_chans)
         files: list[Path] = []
         info = {"macs": macs}

@@ -277,14 +277,20 @@ def _check_fixed_knobs(model: nn.Module, knobs: dict[str, Any], what: str) -> No
         raise EdgeCNNError(f"{what} is built with {have}; its knobs cannot change (drop {', '.join(changed)})")
 
 
-def _labels(meta: Any, num_classes: int) -> list[str]:
+def model_labels(meta: Any, num_classes: int) -> list[str] | None:
+    """The model's class names: the checkpoint's, ImageNet's for 1000 classes, else None."""
     if meta is not None and meta.labels and len(meta.labels) == num_classes:
         return list(meta.labels)
     if num_classes == 1000:
         from edgecnn.labels import imagenet_labels
 
         return imagenet_labels()
-    return [f"class_{i}" for i in range(num_classes)]
+    return None
+
+
+def _labels(meta: Any, num_classes: int) -> list[str]:
+    """The names written into the files: :func:`model_labels`, else ``class_0``, ``class_1``, ..."""
+    return model_labels(meta, num_classes) or [f"class_{i}" for i in range(num_classes)]
 
 
 def quick_latency_ms(path: Path, threads: int = LATENCY_THREADS) -> float:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from itertools import product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -110,6 +109,7 @@ def expand_grid(family: str, alphas: Iterable[float] | None = None, resolutions:
 
     A knob the model does not have is an error (``--alpha`` for ResNet, ``--phi`` for MobileNet).
     """
+    from edgecnn.benchmarks.sweep import knob_grid
     from edgecnn.models import get_spec
 
     names = [n.strip() for n in family.split(",") if n.strip()]
@@ -121,9 +121,8 @@ def expand_grid(family: str, alphas: Iterable[float] | None = None, resolutions:
         for knob, values in (("alpha", alphas), ("phi", phis)):
             if values and knob not in spec.tunable:
                 raise EdgeCNNError(f"{spec.name} has no {knob} knob (it takes: {', '.join(spec.tunable) or 'none'})")
-        for alpha, phi, res in product(alphas or [None], phis or [None], resolutions or [None]):
-            knobs = {k: v for k, v in (("alpha", alpha), ("phi", phi)) if v is not None}
-            variants.append(Variant(spec.name, knobs, res))
+        variants += [Variant(spec.name, knobs, res)
+                     for knobs, res in knob_grid({"alpha": alphas, "phi": phis}, resolutions)]
     return list({v.id: v for v in variants}.values())
 
 

@@ -33,6 +33,7 @@ from edgecnn.data.transforms import Preprocess, list_images, load_image
 from edgecnn.errors import EdgeCNNError
 from edgecnn.converters.registry import LAYOUTS
 from edgecnn.io import check_output_dir
+from edgecnn.pipelines.export import model_labels
 from edgecnn.quantize.methods import DEFAULT_METHOD
 from edgecnn.quantize.report import write_report
 
@@ -108,17 +109,6 @@ def split_calibration(folder: Path, n: int, need: int, hold_back: int, seed: int
         raise EdgeCNNError(f"not enough calibration images: the method needs at least {need}, --calib-data "
                            f"{folder} gives {len(calib)}{extra}")
     return calib, held
-
-
-def model_labels(meta: Any, num_classes: int) -> list[str] | None:
-    """The model's class names: the checkpoint's, ImageNet's for 1000 classes, else None."""
-    if meta is not None and meta.labels and len(meta.labels) == num_classes:
-        return list(meta.labels)
-    if num_classes == 1000:
-        from edgecnn.labels import imagenet_labels
-
-        return imagenet_labels()
-    return None
 
 
 def _load(files: Sequence[Path], preprocess: Preprocess) -> tuple[np.ndarray, list[int]]:
