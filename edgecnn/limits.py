@@ -129,4 +129,5 @@ SCORE = Bound("score", -1, 1)  # an accuracy fraction; -1 marks "none yet"
 RUNS = Bound("runs", 1, 1_000_000, integer=True)
 # at most a day
 SECONDS = Bound("seconds", 0, 86_400, lo_open=True)
+BUDGET_MIN = Bound("training budget (minutes)", 0, 10_080, lo_open=True)  # a week per variant at most
 LATENCY_MS = Bound("latency budget (ms)", 0, 3_600_000, lo_open=True)  # positive; an hour per image at most

@@ -138,6 +138,26 @@ def test_bad_arguments_are_one_line_errors(cli, tmp_path):
     assert r.code == 2 and r.err.count("\n") == 1
     r = cli("pareto", "mobilenet", "--data", "x", "--quantize", "float16", "--out", str(tmp_path / "o"))
     assert r.code == 2 and "--quantize takes int8 and/or float32" in r.err
+    r = cli("pareto", "mobilenet", "--data", "x", "--epochs", "2", "--budget-min", "1")
+    assert r.code == 2 and r.err.count("\n") == 1 and "not allowed with argument" in r.err
+    r = cli("pareto", "mobilenet", "--data", "x", "--budget-min", "0")
+    assert r.code == 2 and r.err.count("\n") == 1 and "minutes" in r.err
+
+
+def test_time_budget_plans_whole_epochs_from_a_probe(fm_slice):
+    """--budget-min's rule: the epochs whose probed optimizer steps fit the budget, at least one."""
+    from edgecnn.train import TrainConfig
+    from edgecnn.train.budget import plan_epochs
+
+    cfg = TrainConfig(model="mobilenet_v1", knobs={"alpha": 0.25}, res=32, data=str(fm_slice), out="unused",
+                      epochs=1, batch_size=32, workers=0, device="cpu")
+    short = plan_epochs(cfg, budget_s=1e-6)
+    assert short.epochs == 1 and short.batch_size == 32 and short.step_s > 0
+    assert short.steps_per_epoch == (256 - round(0.1 * 256)) // 32  # 10% of the images held out for val
+    epoch_s = short.steps_per_epoch * short.step_s
+    long = plan_epochs(cfg, budget_s=40 * epoch_s)
+    # a second probe times the same steps again: 40 epochs of the first one's, within a factor 4 of noise
+    assert 10 <= long.epochs <= 160 and long.to_dict()["estimated_train_s"] <= 40 * epoch_s * 4
 
 
 # ---------------------------------------------------------------- real runs
@@ -150,6 +170,18 @@ def local_run(fm_slice, tmp_path_factory):
     result = run_pareto(cfg)
     print(f"\nlocal executor, 2 variants: {time.perf_counter() - t0:.0f} s")
     return result
+
+
+@pytest.mark.slow
+def test_budget_min_run_trains_the_planned_epochs(fm_slice, tmp_path):
+    cfg = _config(fm_slice, tmp_path / "run", resolutions=(32,), budget_min=0.02, quantize=["float32"])
+    (row,) = run_pareto(cfg).rows
+    assert row["status"] == "ok", row.get("error")
+    plan = row["budget"]
+    assert plan["budget_s"] == pytest.approx(1.2) and row["epochs"] == plan["epochs"] >= 1
+    assert plan["epochs"] == max(1, int(1.2 // (plan["steps_per_epoch"] * plan["step_s"])))
+    metrics = (Path(row["checkpoint"]).parent / "metrics.csv").read_text().splitlines()
+    assert len(metrics) == 1 + plan["epochs"]  # header + one line per epoch trained
 
 
 @pytest.mark.slow
@@ -166,6 +198,10 @@ def test_local_grid_end_to_end(local_run, cli):
             assert f["latency_ms"]["1"] > 0 and f["peak_memory_bytes"]["1"] > 0
         assert r["int8"]["bytes"] < r["float32"]["bytes"]  # int8 weights: a smaller file
         assert r["int8_drop"] == pytest.approx(r["float32"]["top1"] - r["int8"]["top1"])
+        change = r["int8_change"]  # the paired difference on the same 128 images, in points
+        assert change["points"] == pytest.approx(-100 * r["int8_drop"])
+        assert change["low"] <= change["points"] <= change["high"]
+        assert change["float_only"] - change["int8_only"] == round(128 * r["int8_drop"])
     out = local_run.out
     assert len((out / "rows.jsonl").read_text().splitlines()) == 2
     report = json.loads((out / "results.json").read_text())

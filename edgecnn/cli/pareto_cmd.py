@@ -15,16 +15,19 @@ from edgecnn.signals import exit_status, signal_name
 EPILOG = """examples:
   edgecnn pareto mobilenet --alpha 0.25,0.5,0.75,1.0 --res 32,48,64 --data fashion-mnist --latency-budget 0.5
   edgecnn pareto mobilenet_v2 --alpha 0.35,0.5,1.0 --res 96,128 --data ./photos --pretrained imagenet --epochs 3
+  edgecnn pareto mobilenet --alpha 0.25,0.5,1.0 --res 48 --data fashion-mnist --budget-min 5
   edgecnn pareto efficientnet --phi 0,0.5,1 --data fashion-mnist --target ssh://pi@raspberrypi.local
   edgecnn pareto mobilenet_v2,squeezenet1_1,shufflenet_v2_x1_0 --res 64 --data fashion-mnist --json
   edgecnn pareto mobilenet --alpha 0.25,0.5 --res 32,48 --data fashion-mnist --executor ray --ray-address auto
 
-for each variant: train it on DATA (same recipe and epochs for all) -> export float32 and int8 .tflite
-files, verified against PyTorch -> top-1/top-5 of those files on DATA's test split -> latency (median
-ms, batch 1), peak memory and size on the target, one process per point. Rows go to OUT/rows.jsonl as
-each variant finishes; the same command again resumes (finished variants are skipped, failed ones
-retried); Ctrl-C keeps what finished. OUT also gets results.json, results.csv and pareto.png
-(accuracy vs latency, log axis, float32 and int8 points, the int8 frontier, the budget line).
+for each variant: train it on DATA (same recipe and epochs, or minutes with --budget-min, for all)
+-> export float32 and int8 .tflite files, verified against PyTorch -> top-1/top-5 of those files on
+DATA's test split -> latency (median ms, batch 1), peak memory and size on the target, one process
+per point. Rows go to OUT/rows.jsonl as each variant finishes; the same command again resumes
+(finished variants are skipped, failed ones retried); Ctrl-C keeps what finished. OUT also gets
+results.json, results.csv and pareto.png (accuracy vs latency, log axis, float32 and int8 points,
+the int8 frontier, the budget line). Rows carry the int8 - float32 top-1 change with its 95%
+interval (paired, same test images).
 Exit status: 0, or 2 when a variant failed (its row says why), 130/143 when interrupted.
 
 Ray: start a cluster with 'ray start --head' on one machine and 'ray start --address=HEAD:6379' on the
@@ -54,8 +57,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--data", required=True, metavar="DATA",
                    help="fashion-mnist, cifar-10 or a folder of class sub-folders; accuracy is measured on "
                         "its test split (else its held-out val split); e.g. --data fashion-mnist")
-    g.add_argument("--epochs", type=bounded(L.EPOCHS), default=1, metavar="N",
-                   help="epochs per variant (default 1); e.g. --epochs 3")
+    budget = g.add_mutually_exclusive_group()
+    budget.add_argument("--epochs", type=bounded(L.EPOCHS), default=1, metavar="N",
+                        help="epochs per variant (default 1); e.g. --epochs 3")
+    budget.add_argument("--budget-min", type=bounded(L.BUDGET_MIN), metavar="M",
+                        help="minutes of training per variant instead of --epochs: each variant trains the whole "
+                             "epochs (at least 1) that a timed probe of its optimizer steps fits in M minutes here "
+                             "(data loading not counted); e.g. --budget-min 5")
     g.add_argument("--pretrained", choices=("imagenet",), default=None,
                    help="fine-tune from ImageNet weights where the zoo has them; e.g. --pretrained imagenet")
     g.add_argument("--batch-size", type=bounded(L.BATCH_SIZE), default=None, metavar="B",
@@ -111,7 +119,7 @@ def _config(args: argparse.Namespace):  # noqa: ANN202 (ParetoConfig)
     options = target_options(args)
     return ParetoConfig(
         family=args.family, data=args.data, alphas=args.alpha, resolutions=args.res, phis=args.phi, out=args.out,
-        epochs=args.epochs, pretrained=args.pretrained, quantize=args.quantize, seed=args.seed,
+        epochs=args.epochs, budget_min=args.budget_min, pretrained=args.pretrained, quantize=args.quantize, seed=args.seed,
         batch_size=args.batch_size, workers=args.workers, device=args.device, cpus_per_variant=cpus,
         target=args.target, target_options=options,
         threads=args.threads or (sorted({1, os.cpu_count() or 1}) if local else [1]), runs=args.runs,

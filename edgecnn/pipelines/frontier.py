@@ -75,6 +75,8 @@ def flat_row(row: dict, threads: list[int]) -> dict:
             flat[f"{p}_peak_memory_bytes_{t}t"] = entry.get("peak_memory_bytes", {}).get(str(t))
         flat[f"{p}_path"] = entry.get("path")
     flat["int8_drop"] = row.get("int8_drop")
+    change = row.get("int8_change") or {}
+    flat["int8_change_points_low"], flat["int8_change_points_high"] = change.get("low"), change.get("high")
     return flat
 
 

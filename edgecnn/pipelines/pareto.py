@@ -72,6 +72,7 @@ class ParetoConfig:
     phis: list[float] | None = None
     out: str | None = None  # default runs/pareto/<family>
     epochs: int = 1
+    budget_min: float | None = None  # minutes of training per variant: sets each variant's epochs (train.budget)
     pretrained: str | None = None  # "imagenet": fine-tune where the zoo has weights
     quantize: list[str] = field(default_factory=lambda: list(PRECISIONS))
     seed: int = 0
@@ -99,7 +100,7 @@ class ParetoConfig:
     @property
     def settings(self) -> dict:
         """What a finished row must have been made with to be reused on resume."""
-        return {k: getattr(self, k) for k in ("data", "epochs", "pretrained", "quantize", "seed", "batch_size",
+        return {k: getattr(self, k) for k in ("data", "epochs", "budget_min", "pretrained", "quantize", "seed", "batch_size",
                                               "target", "threads", "runs", "min_secs")}
 
 
@@ -134,13 +135,22 @@ def row_key(variant: Variant, cfg: ParetoConfig) -> str:
 # ---------------------------------------------------------------- adapters over the other pipelines
 
 def train_variant(variant: Variant, cfg: ParetoConfig, out: Path) -> dict:
-    """``edgecnn train``'s code; returns the training summary (``best`` checkpoint path, test top-1)."""
+    """``edgecnn train``'s code; returns the training summary (``best`` checkpoint path, test top-1)
+    and, with a time budget, the plan that set the epochs (:func:`edgecnn.train.budget.plan_epochs`)."""
     from edgecnn.train import TrainConfig, train
 
-    tc = TrainConfig(model=variant.model, data=cfg.data, out=str(out), knobs=dict(variant.knobs), res=variant.res,
-                     epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed, workers=cfg.workers,
-                     device=cfg.device, pretrained=cfg.pretrained)
-    return train(tc, overwrite=True, progress=False).to_dict()
+    def config(epochs: int) -> TrainConfig:
+        return TrainConfig(model=variant.model, data=cfg.data, out=str(out), knobs=dict(variant.knobs),
+                           res=variant.res, epochs=epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                           workers=cfg.workers, device=cfg.device, pretrained=cfg.pretrained)
+
+    plan = None
+    if cfg.budget_min is not None:
+        from edgecnn.train.budget import plan_epochs
+
+        plan = plan_epochs(config(1), 60 * cfg.budget_min).to_dict()
+    summary = train(config(plan["epochs"] if plan else cfg.epochs), overwrite=True, progress=False).to_dict()
+    return {**summary, "budget": plan}
 
 
 def export_variant(checkpoint: Path, cfg: ParetoConfig, out: Path) -> dict:
@@ -166,7 +176,7 @@ def evaluate_tflite(path: Path, data: str, preprocess: dict, workers: int = 0, b
     report = evaluate(path, data, EvalOptions(workers=workers, batch_size=batch_size,
                                               crop_pct=preprocess.get("crop_pct")))
     r = report.result
-    return {"top1": r.top1, "top5": r.top5, "images": r.images, "split": report.split}
+    return {"top1": r.top1, "top5": r.top5, "images": r.images, "split": report.split, "correct": r.correct}
 
 
 def make_target(cfg: ParetoConfig) -> Target:
@@ -225,8 +235,10 @@ def _prepare(variant: Variant, cfg: ParetoConfig) -> dict:
         t2 = time.perf_counter()
         row.update(res=report["res"], params=report["params"], macs=report["macs"], checkpoint=summary["best"],
                    export_dir=report["out_dir"], train_test_top1=(summary["test"] or {}).get("top1"))
+        correct = {}
         for f in report["files"]:
             scores = evaluate_tflite(Path(f["path"]), cfg.data, report["preprocess"], cfg.workers or 0)
+            correct[f["precision"]] = scores["correct"]
             verified = f["verification"]["passed"] if f["verification"] else None
             row[f["precision"]] = {"path": f["path"], "bytes": f["bytes"], "top1": scores["top1"],
                                    "top5": scores["top5"], "eval_images": scores["images"], "verified": verified,
@@ -235,11 +247,22 @@ def _prepare(variant: Variant, cfg: ParetoConfig) -> dict:
                           "eval": round(time.perf_counter() - t2, 1)}
         if "int8" in row and "float32" in row:
             row["int8_drop"] = row["float32"]["top1"] - row["int8"]["top1"]
+            row["int8_change"] = int8_change(correct["float32"], correct["int8"])
     except TrainingInterrupted as exc:  # the run stops as the signal asked: 128 + its number
         raise Interrupted(exc.exit_code - 128) from None
     except Exception as exc:  # any failure of one variant is its row, not the end of the run
         return _error_row(row, exc)
     return row
+
+
+def int8_change(float_correct: Any, int8_correct: Any) -> dict:
+    """int8 minus float32 top-1 on the same test images, in points, with its 95% bootstrap interval,
+    the images each file alone got right and McNemar's p (:func:`edgecnn.paired.paired_difference`)."""
+    from edgecnn.paired import paired_difference
+
+    d = paired_difference(float_correct, int8_correct)
+    return {"points": d.diff, "low": d.low, "high": d.high, "float_only": d.a_only, "int8_only": d.b_only,
+            "p_value": d.p_value}
 
 
 def measure_variant(row: dict, cfg: ParetoConfig, target: Any) -> dict:

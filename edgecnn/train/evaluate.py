@@ -17,7 +17,8 @@ class EvalResult:
     """Accuracies are fractions in [0, 1]; ``loss`` is mean cross-entropy (nats); throughputs in images/s.
 
     ``images_per_s`` counts the model's time only; ``end_to_end_images_per_s`` includes loading and
-    preprocessing.
+    preprocessing. ``correct``: per-image top-1 hits in the loader's order (for paired comparisons of
+    two models on the same images, :func:`edgecnn.paired.paired_difference`).
     """
 
     images: int
@@ -28,6 +29,7 @@ class EvalResult:
     per_class_images: list[int]
     images_per_s: float
     end_to_end_images_per_s: float
+    correct: np.ndarray | None = None
 
     def to_dict(self, classes: list[str] | None = None) -> dict:
         names = classes or [str(i) for i in range(len(self.per_class))]
@@ -44,6 +46,7 @@ def evaluate(predict: Callable[[torch.Tensor], torch.Tensor | np.ndarray], batch
     loss_sum, model_s = 0.0, 0.0
     hits = np.zeros(num_classes, dtype=np.int64)
     counts = np.zeros(num_classes, dtype=np.int64)
+    hit_list = []
     k = min(5, num_classes)
     start = time.perf_counter()
     total = len(batches.sampler) if hasattr(batches, "sampler") else None  # a shard: not the whole dataset
@@ -58,6 +61,7 @@ def evaluate(predict: Callable[[torch.Tensor], torch.Tensor | np.ndarray], batch
         top = logits.topk(k, dim=1).indices
         ok1 = top[:, 0] == y
         correct1 += int(ok1.sum())
+        hit_list.append(ok1.numpy())
         correct5 += int((top == y[:, None]).any(dim=1).sum())
         hits += np.bincount(y[ok1].numpy(), minlength=num_classes)
         counts += np.bincount(y.numpy(), minlength=num_classes)
@@ -71,7 +75,8 @@ def evaluate(predict: Callable[[torch.Tensor], torch.Tensor | np.ndarray], batch
     n = max(seen, 1)
     return EvalResult(images=seen, top1=correct1 / n, top5=correct5 / n, loss=loss_sum / n,
                       per_class=per_class, per_class_images=counts.tolist(),
-                      images_per_s=seen / max(model_s, 1e-9), end_to_end_images_per_s=seen / max(wall, 1e-9))
+                      images_per_s=seen / max(model_s, 1e-9), end_to_end_images_per_s=seen / max(wall, 1e-9),
+                      correct=np.concatenate(hit_list) if hit_list else np.zeros(0, dtype=bool))
 
 
 def torch_predictor(model: torch.nn.Module, device: torch.device, channels_last: bool = True,
