@@ -178,6 +178,25 @@ class FidelityReport:
                 "layers": [asdict(l) for l in self.layers], **self.extra}
 
 
+PROPOSE_MIN_LOSS_DB = 3.0  # a layer that loses this much by itself is worth keeping float (red in the plot)
+PROPOSE_MAX_LAYERS = 2
+
+
+def propose_keep_float(layers: Sequence[LayerFidelity], modules: Sequence[str]) -> list[dict]:
+    """The ``--keep-float`` proposal: the (at most :data:`PROPOSE_MAX_LAYERS`) layers that lost the most
+    dB themselves, at least :data:`PROPOSE_MIN_LOSS_DB`, among ``modules`` (the names ``--keep-float``
+    takes); ``[{"layer", "op", "lost_db"}]``, worst first. Empty when no layer stands out."""
+    known = set(modules)
+    worst = sorted((l for l in layers if l.name in known and math.isfinite(l.loss_db)), key=lambda l: -l.loss_db)
+    chosen: list[dict] = []
+    for l in worst:
+        if l.loss_db < PROPOSE_MIN_LOSS_DB or len(chosen) == PROPOSE_MAX_LAYERS:
+            break
+        if l.name not in (c["layer"] for c in chosen):
+            chosen.append({"layer": l.name, "op": l.op, "lost_db": round(l.loss_db, 2)})
+    return chosen
+
+
 def plot_layer_sqnr(layers: Sequence[LayerFidelity], path: str | Path, title: str = "") -> Path:
     """Bar chart PNG of per-layer SQNR (dB) in network order of the report list, worst first."""
     import matplotlib

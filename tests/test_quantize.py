@@ -283,6 +283,10 @@ def test_quantize_builds_and_calibrates_once_and_exports_the_keep_float_file(mon
                       progress=False)
     assert calls == [(), ("model.classifier.1",)] and len(builds) == 1
     assert result.fidelity.layers and result.fidelity.calib_images == 16
+    proposal = result.fidelity.extra["keep_float_proposal"]  # layers of this model that lost >= 3 dB
+    assert len(proposal) <= 2 and all(p["lost_db"] >= 3 for p in proposal)
+    modules = {n for n, _ in real_create("mobilenet_v2", alpha=0.35, num_classes=10).named_modules()}
+    assert all(p["layer"] in modules for p in proposal)
     files = {f["suffix"]: f for f in json.loads((tmp_path / "out" / "report.json").read_text())["files"]}
     mixed = files["int8_mixed"]
     assert mixed["name"] == "mobilenet_v2_0.35_48_int8_mixed.tflite" and mixed["metadata"]
@@ -463,3 +467,19 @@ def test_conv_relu6_converts_to_a_fused_int8_conv_on_the_clamped_grid():
     with torch.no_grad():
         ref = model(x).reshape(len(x), -1).numpy()
     assert sqnr_db(ref, m.predict(x)) > 28.0  # measured 41 dB (file and PyTorch simulation agree)
+
+
+def test_keep_float_proposal_names_the_layers_that_lose_most_themselves():
+    """At most two layers, each losing >= 3 dB at the layer itself, worst first, only names --keep-float takes."""
+    from edgecnn.quantize.report import LayerFidelity, propose_keep_float
+
+    layers = [LayerFidelity("features.3.conv.0", "conv2d", 12.0, 2.9),   # below the 3 dB bar
+              LayerFidelity("classifier.1", "linear", 9.0, 7.5),
+              LayerFidelity("add_4", "add", 8.0, 9.0),                   # a graph node, not a module
+              LayerFidelity("features.1.conv.0", "conv2d", 10.0, 4.0),
+              LayerFidelity("features.5.conv.3", "conv2d", 11.0, 3.5)]
+    modules = ["features.1.conv.0", "features.3.conv.0", "features.5.conv.3", "classifier.1"]
+    assert propose_keep_float(layers, modules) == [
+        {"layer": "classifier.1", "op": "linear", "lost_db": 7.5},
+        {"layer": "features.1.conv.0", "op": "conv2d", "lost_db": 4.0}]
+    assert propose_keep_float(layers[:1], modules) == []  # nothing stands out: no proposal

@@ -87,16 +87,17 @@ def accuracy(data: str, res: int, epochs: int, out: Path) -> list[dict]:
 def accuracy_markdown(rows: list[dict], data: str, res: int, epochs: int) -> str:
     lines = ["", f"Trained from scratch on {data}: {epochs} epoch(s) at {res} px, each family's default recipe "
              "(`edgecnn pareto`); top-1 of the exported files on the test split; latency of those files.", "",
-             "| model | params | MACs | float32 top-1 | int8 top-1 | int8 drop (points) | int8 ms, 1 thread | "
+             "| model | params | MACs | float32 top-1 | int8 top-1 | int8 - float32 (points) [95% CI] | int8 ms, 1 thread | "
              "float32 ms, 1 thread | train s |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         if r.get("status") != "ok":
             lines.append(f"| {r['model']} | {r.get('error')} |||||||")
             continue
-        f, q = r["float32"], r["int8"]
+        f, q, c = r["float32"], r["int8"], r["int8_change"]
         lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['macs'] / 1e6:.1f} M | {100 * f['top1']:.2f}% | "
-                     f"{100 * q['top1']:.2f}% | {100 * r['int8_drop']:+.2f} | {q['latency_ms'].get('1', 0):.3f} | "
+                     f"{100 * q['top1']:.2f}% | {c['points']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] | "
+                     f"{q['latency_ms'].get('1', 0):.3f} | "
                      f"{f['latency_ms'].get('1', 0):.3f} | {r['seconds']['train']:.0f} |")
     return "\n".join(lines) + "\n"
 
@@ -109,20 +110,19 @@ def main() -> None:
     p.add_argument("--accuracy-res", type=int, default=64, help="input size of the accuracy part (px, default 64)")
     p.add_argument("--epochs", type=int, default=1, help="training epochs of every model (default 1)")
     p.add_argument("--out", type=Path, default=Path("runs/vit-vs-cnn"), help="the accuracy part's pareto folder")
-    p.add_argument("--skip-latency", action="store_true", help="reuse the committed 224 px rows")
-    p.add_argument("--skip-accuracy", action="store_true")
+    p.add_argument("--skip-latency", action="store_true", help="keep the 224 px rows already in the results")
+    p.add_argument("--skip-accuracy", action="store_true", help="keep the accuracy rows already in the results")
     args = p.parse_args()
     saved = RESULTS / "vit_vs_cnn.json"
-    if args.skip_latency:
-        report = json.loads(saved.read_text())
-    else:
+    report = json.loads(saved.read_text()) if saved.is_file() else {"machine": {}, "rows": []}
+    if not args.skip_latency:
         with tempfile.TemporaryDirectory() as tmp:
             exports = args.exports_dir or Path(tmp) / "exports"
             jsonl = Path(tmp) / "bench.jsonl"
             run_bench(exports, jsonl, args.min_secs)
             machine = json.loads(jsonl.read_text().splitlines()[0]).get("machine", {})
-            report = {"machine": machine, "rows": collect(exports, jsonl)}
-    text = markdown(report["rows"], report["machine"])
+            report.update(machine=machine, rows=collect(exports, jsonl))
+    text = markdown(report["rows"], report["machine"]) if report["rows"] else ""
     if not args.skip_accuracy:
         rows = accuracy(args.data, args.accuracy_res, args.epochs, args.out)
         report["accuracy"] = {"data": args.data, "res": args.accuracy_res, "epochs": args.epochs, "rows": rows}

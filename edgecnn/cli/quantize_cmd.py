@@ -171,3 +171,9 @@ def print_report(report: Any, top: int = 12, wide: bool = False) -> None:
                     ("layer", "op", "SQNR dB", "lost here dB"),
                     [(l.name, l.op, _fmt(l.sqnr_db), f"{l.loss_db:.1f}") for l in worst],
                     justify=("left", "left", "right", "right"), optional=["op"], wide=wide)
+    proposal = report.extra.get("keep_float_proposal")
+    if proposal:
+        flags = " ".join(f"--keep-float {p['layer']}" for p in proposal)
+        lost = " and ".join(f"{p['lost_db']:.1f} dB" for p in proposal)
+        print(f"proposal: {flags} (lost {lost} at the layer itself); the same command with it adds a mixed "
+              f"file with its accuracy and latency next to the int8 one's")

@@ -406,7 +406,11 @@ def _fidelity(opts: QuantizeOptions, built: Any, recipe: _Recipe, q: Any, export
     fid = fidelity_report(built.model, q, Path(entry["path"]), evalset.pixels, built.preprocess, evalset.labels,
                           graph_inputs=eval_inputs, layer_images=opts.layer_images, progress=opts.progress,
                           name=exported.name)
+    from edgecnn.quantize.report import propose_keep_float
+
+    modules = [n for n, _ in built.model.named_modules() if n]
     fid.extra = {"eval_source": evalset.source, "file": entry["path"], "calibration": calibration,
+                 "keep_float_proposal": propose_keep_float(fid.layers, modules),
                  "cle": recipe.cle, "bias_correction": recipe.bias_correction,
                  "float_ops": {"in_file": entry["float_ops"], "by_op": entry["float_op_names"],
                                "unannotated_layers": unquantized_layers(q, prefix)}}
