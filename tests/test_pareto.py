@@ -228,11 +228,15 @@ def test_ray_executor_gives_the_same_rows(local_run, tmp_path):
     MACs, file sizes and top-1/top-5 of every file (both train with one torch thread and the same
     seed). Latency, peak memory, seconds and paths may differ: they are measurements of this run."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from edgecnn.pipelines.pareto import start_ray
+
+    start_ray(num_cpus=2, include_dashboard=False)
     try:
         t0 = time.perf_counter()
         result = run_pareto(_config(local_run.config.data, tmp_path / "ray"), executor="ray")
         print(f"\nray executor (2 CPUs), 2 variants: {time.perf_counter() - t0:.0f} s")
+        # the workers (training, and the actor's benchmark processes) at this process's priority, not Ray's nice 15
+        assert ray.get(ray.remote(lambda: os.nice(0)).remote()) == os.nice(0)
     finally:
         ray.shutdown()
     same = lambda r: {"variant": r["variant"], "status": r["status"], "params": r.get("params"),  # noqa: E731

@@ -26,7 +26,7 @@ from pathlib import Path
 from edgecnn.benchmarks.measure import machine_info
 from edgecnn.io import write_text
 from edgecnn.pipelines.frontier import summary
-from edgecnn.pipelines.pareto import ParetoConfig, run_pareto
+from edgecnn.pipelines.pareto import ParetoConfig, run_pareto, start_ray
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -90,7 +90,7 @@ def main() -> None:
         if executor == "ray":
             import ray
 
-            ray.init(num_cpus=args.ray_cpus, include_dashboard=False, log_to_driver=False)
+            start_ray(num_cpus=args.ray_cpus, include_dashboard=False)
         t0 = time.perf_counter()
         result = run_pareto(config(executor), executor=executor)
         walls[executor] = round(time.perf_counter() - t0, 1)

@@ -382,6 +382,19 @@ class TargetActor:
         self.target.close()
 
 
+def start_ray(address: str | None = None, **kwargs: Any) -> None:
+    """``ray.init`` for edgecnn's tasks. A Ray instance started here runs its workers at nice 0:
+    Ray's default (``RAY_worker_niceness`` 15) lets any other job on a shared machine take the
+    CPUs from training and, worse, from the measuring actor's benchmark processes. An explicit
+    ``RAY_worker_niceness`` in the environment wins; a cluster started by ``ray start`` keeps its own."""
+    import os
+
+    import ray
+
+    os.environ.setdefault("RAY_worker_niceness", "0")
+    ray.init(address=address, log_to_driver=False, **kwargs)
+
+
 def _run_ray(todo: list[Variant], cfg: ParetoConfig, record: Callable[[dict], None], address: str | None) -> None:
     try:
         import ray
@@ -390,7 +403,7 @@ def _run_ray(todo: list[Variant], cfg: ParetoConfig, record: Callable[[dict], No
         raise EdgeCNNError("--executor ray needs Ray: pip install 'edgecnn[ray]'") from None
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, log_to_driver=False)
+        start_ray(address)
     try:
         here = ray.get_runtime_context().get_node_id()  # the files, the board or phone are reachable from here
         actor = ray.remote(max_concurrency=1, num_cpus=0)(TargetActor).options(
