@@ -31,16 +31,15 @@ from edgecnn.pipelines.pareto import ParetoConfig, run_pareto, start_ray
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
-def remeasure(cfg: ParetoConfig, results: Path, data: str) -> None:
-    """Re-time every finished local row's files on this machine and fill in missing paired intervals."""
-    from edgecnn.pipelines.frontier import write_reports
+def remeasure(cfg: ParetoConfig, data: str) -> list[dict]:
+    """Re-time every finished local row's files on this machine (one process per point, as the run
+    did) and fill in missing paired int8 intervals; returns the rows in grid order."""
     from edgecnn.pipelines.pareto import RowLog, evaluate_tflite, int8_change, make_target, measure_variant
 
     log = RowLog(Path(cfg.out) / "rows.jsonl")
-    report = json.loads(results.read_text())
     with make_target(cfg) as target:
         target.prepare()
-        for row in log.rows:
+        for row in list(log.rows):
             if row.get("status") != "ok":
                 continue
             if "int8_change" not in row:
@@ -50,14 +49,7 @@ def remeasure(cfg: ParetoConfig, results: Path, data: str) -> None:
                 row[p]["latency_ms"], row[p]["peak_memory_bytes"] = {}, {}
             log.add(measure_variant(row, cfg, target))
             print(row["variant"], {p: row[p]["latency_ms"] for p in ("int8", "float32")}, flush=True)
-    rows = [r for r in log.rows]
-    write_reports(rows, Path(cfg.out), cfg)
-    budgets = list(report["picks_int8_1_thread"])
-    report.update(summary(rows))
-    report["picks_int8_1_thread"] = {b: summary(rows, float(b), "int8", 1)["budget"]["pick"] for b in budgets}
-    report["measured_machine"] = machine_info()  # latencies: this pass; wall times: the run's
-    write_text(results, json.dumps(report, indent=2, default=str) + "\n")
-    shutil.copy(Path(cfg.out) / "pareto.png", results.with_suffix(".png"))
+    return run_pareto(cfg).rows  # every variant finished: only the reports are rewritten, in grid order
 
 
 def main() -> None:
@@ -73,8 +65,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/pareto-study"))
     ap.add_argument("--results", type=Path, default=RESULTS / "pareto_fashion_mnist.json")
     ap.add_argument("--remeasure", action="store_true",
-                    help="no training: time the local run's files again (a quieter machine) and add the paired "
-                         "int8 intervals rows lack; keeps the recorded wall times")
+                    help="no training: time the local run's files again (a quieter machine), add the paired "
+                         "int8 intervals rows lack, and rewrite the results with --walls")
+    ap.add_argument("--walls", help="with --remeasure: the runs' wall times, e.g. local=1969,ray=2027 (seconds)")
+    ap.add_argument("--note", default="", help="a sentence on the conditions of the run, kept in the results")
     args = ap.parse_args()
 
     def config(executor: str) -> ParetoConfig:
@@ -83,10 +77,13 @@ def main() -> None:
                             epochs=args.epochs, workers=0, device="cpu", threads=[1, 2],
                             cpus_per_variant=args.local_cpus if executor == "local" else 1)
 
-    if args.remeasure:
-        return remeasure(config("local"), args.results, args.data)
+    executors = ("local",) if args.skip_ray else ("local", "ray")
     walls, all_rows = {}, {}
-    for executor in ("local",) if args.skip_ray else ("local", "ray"):
+    if args.remeasure:
+        walls = {k: float(v) for k, v in (w.split("=") for w in args.walls.split(","))} if args.walls else {}
+        all_rows = {e: run_pareto(config(e)).rows for e in executors}
+        all_rows["local"] = remeasure(config("local"), args.data)
+    for executor in () if args.remeasure else executors:
         if executor == "ray":
             import ray
 
@@ -99,12 +96,12 @@ def main() -> None:
         all_rows[executor] = result.rows
     rows = all_rows["local"]
     by_executor = {e: {r["variant"]: r for r in result_rows} for e, result_rows in all_rows.items()}
-    agreement = {v: {e: by_executor[e][v].get("int8", {}).get("top1") for e in by_executor}
+    agreement = {v: {e: by_executor[e].get(v, {}).get("int8", {}).get("top1") for e in by_executor}
                  for v in by_executor["local"]} if len(by_executor) > 1 else None
     picks = {b: summary(rows, float(b), "int8", 1)["budget"]["pick"] for b in args.budgets.split(",")}
     report = {**summary(rows), "picks_int8_1_thread": picks, "wall_seconds": walls, "ray_cpus": args.ray_cpus,
               "local_cpus": args.local_cpus, "int8_top1_local_vs_ray": agreement, "machine": machine_info(),
-              "data": args.data,
+              "data": args.data, "note": args.note,
               "command": f"python benchmarks/studies/pareto_fashion_mnist.py --alpha {args.alpha} --res {args.res} "
                          f"--epochs {args.epochs} --data {args.data}"}
     write_text(args.results, json.dumps(report, indent=2, default=str) + "\n")
