@@ -5,7 +5,9 @@
   casting; int8 per-channel weights with float activations).
 - full int8: PT2E post-training quantisation (:mod:`edgecnn.quantize.ptq`: per-channel symmetric
   weights, per-tensor activations, the chosen range method) calibrated on real images, then
-  ``litert_torch.convert`` with that quantiser.
+  ``litert_torch.convert`` with that quantiser. SiLU and hard-sigmoid are rewritten into ops with
+  int8 kernels first (:mod:`edgecnn.quantize.lowering`), so MobileNetV3 and EfficientNet files are
+  all-integer too.
 
 litert-torch 0.10 gives a PT2E model int8 inputs and outputs (the boundary quantise ops are folded
 into the graph's I/O). The ``_int8`` file with float I/O gets that boundary back: one QUANTIZE op

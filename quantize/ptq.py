@@ -17,6 +17,12 @@ Found on this stack (torch 2.13, torchao 0.18, litert-torch 0.10) and handled he
   median 3x, up to 19x coarser than [0, 6] on 255 steps; -4 points top-1). The quantizer here
   annotates conv + ReLU6 as one op (:func:`annotate_conv_relu6`); the file gets CONV_2D with a
   fused RELU6 on a [0, 6] grid.
+* ``silu`` and ``hardsigmoid`` are not annotated upstream and each lowers to several TFLite ops
+  between one dequantise and one quantise, which then ran in float (MobileNetV3-small's int8 file:
+  18 float ops, ADD x9 + MUL x9, its squeeze-excite gates; EfficientNet-B0: every SiLU, LOGISTIC +
+  MUL). The quantiser rewrites them before annotating (:mod:`edgecnn.quantize.lowering`:
+  ``x * sigmoid(x)``, ``relu6(x + 3) * (1/6)``) and gives each op an int8 grid with a TFLite kernel
+  (LOGISTIC on its fixed 1/256 grid, ADD with a fused RELU6, MUL); the files are all-integer.
 * The .tflite that litert-torch writes in this mode has **int8 input and int8 output tensors**
   (the first QUANTIZE and last DEQUANTIZE are folded into the signature, with their scale and
   zero point on the tensors). Callers quantise inputs as ``round(x / scale) + zero_point``.
@@ -45,6 +51,7 @@ from torch.fx import GraphModule, Node
 
 from edgecnn.console import progress_range
 from edgecnn.errors import EdgeCNNError
+from edgecnn.quantize.lowering import annotate_gates, decompose_gates
 from edgecnn.quantize.methods import (AUTO_CANDIDATES, AUTO_HOLDOUT, DEFAULT_METHOD, METHODS,  # noqa: F401
                                       MIN_AUTO_IMAGES, MIN_CALIB_IMAGES)
 from edgecnn.quantize.observers import PercentileObserver
@@ -137,8 +144,13 @@ class EdgeQuantizer(PT2EQuantizer):
         names = [v[0] for v in node.meta.get("nn_module_stack", {}).values()]
         return not any(n == k or n.startswith(k + ".") for n in names for k in self.keep_float)
 
+    def transform_for_annotation(self, model: GraphModule) -> GraphModule:
+        decompose_gates(model)  # silu, hardsigmoid -> ops with int8 kernels, before scalars become attrs
+        return super().transform_for_annotation(model)
+
     def _annotate_for_static_quantization_config(self, model: GraphModule) -> GraphModule:
         annotate_conv_relu6(model, self.global_config, self._quantized_here)
+        annotate_gates(model, self.global_config, self._quantized_here)
         self._annotate_all_static_patterns(model, self.global_config, self._quantized_here)
         return model
 
@@ -247,16 +259,18 @@ def quantize_pt2e(model: nn.Module, calib: torch.Tensor, *, method: str = DEFAUL
 
 NO_OP_TARGETS = ("dropout", "alias", "clone", "contiguous", "detach", "flatten", "view", "reshape", "getitem",
                  "quantize_per", "dequantize_per")
-INT8_IN_TFLITE = ("hardswish",)  # unannotated, yet converted to an int8 HARD_SWISH (seen in MobileNetV3 files)
+INT8_IN_TFLITE = ("hardswish",)  # one int8 HARD_SWISH kernel (annotated by edgecnn.quantize.lowering)
 
 
 def unquantized_layers(q: QuantizedModel, prefix: str = "") -> dict[str, list[str]]:
-    """Compute ops the quantiser left unannotated, by op: ``{"hardsigmoid": ["features.1.block.1...", ...]}``.
+    """Compute ops the quantiser left unannotated, by op: ``{"layer_norm": ["encoder.layers.0.ln_1", ...]}``.
 
     The names are ``model.named_modules()`` names (what ``--keep-float`` takes) without ``prefix``
     (the wrapper's, e.g. ``"model."``). The converter runs these in float unless it has a fused
-    int8 kernel for the pattern (:data:`INT8_IN_TFLITE` are left out: TFLite has HARD_SWISH, but
-    nothing for the ADD + MUL that hardsigmoid becomes); the file's own float-op count is the truth.
+    int8 kernel for the pattern (:data:`INT8_IN_TFLITE` are left out: TFLite has HARD_SWISH). SiLU
+    and hardsigmoid are rewritten into annotated ops (:mod:`edgecnn.quantize.lowering`), so they are
+    not listed; layer norms, attention matmuls and ``--keep-float`` layers are. The file's own
+    float-op count is the truth.
     """
     found: dict[str, list[str]] = {}
     for node in q.graph.graph.nodes:

@@ -15,6 +15,7 @@ Written as a rich table, a JSON file and a bar chart PNG of per-layer SQNR.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import asdict, dataclass, field
@@ -95,6 +96,25 @@ def _layer_name(node) -> str:
     return (owner.removeprefix("model.") if owner.startswith("model.") else owner) or node.name
 
 
+def _copying_loggers(model: torch.nn.Module) -> torch.nn.Module:
+    """Make the numeric debugger's output loggers keep a copy of each output.
+
+    They keep ``x.detach()``, which shares storage: an in-place op after the logged node (``silu_``,
+    ``hardtanh_`` of ``inplace=True`` activations) overwrote the log, so a conv's entry held its
+    activation's output. The float and int8 graphs matched only while both ran the same in-place op.
+    """
+    from torchao.quantization.pt2e._numeric_debugger import OutputLogger
+
+    def log_copy(logger: OutputLogger, x: Any) -> Any:
+        logger.stats.append(x.detach().clone() if isinstance(x, torch.Tensor) else x)
+        return x
+
+    for mod in model.modules():
+        if isinstance(mod, OutputLogger):
+            mod.forward = functools.partial(log_copy, mod)
+    return model
+
+
 def layer_sqnr(q, images: torch.Tensor, progress: bool = False) -> list[LayerFidelity]:
     """Per-layer SQNR of a :class:`~edgecnn.quantize.ptq.QuantizedModel` on ``images`` (N, C, H, W).
 
@@ -104,8 +124,8 @@ def layer_sqnr(q, images: torch.Tensor, progress: bool = False) -> list[LayerFid
     from torchao.quantization.pt2e._numeric_debugger import (OutputLogger, extract_results_from_loggers,
                                                              prepare_for_propagation_comparison)
 
-    ref_model = prepare_for_propagation_comparison(q.float_graph)
-    act_model = prepare_for_propagation_comparison(q.graph)
+    ref_model = _copying_loggers(prepare_for_propagation_comparison(q.float_graph))
+    act_model = _copying_loggers(prepare_for_propagation_comparison(q.graph))
     # the layer each logged node belongs to, and the logged nodes feeding it
     info, inputs = {}, {}
     for node in ref_model.graph.nodes:

@@ -7,7 +7,9 @@ Every model is B0's block table (:data:`BLOCKS`) scaled by a width multiplier (c
 - B0-B7 use the official builder's (width, depth, resolution, dropout) per model
   (:data:`B_VARIANTS`), not the rounded alpha/beta/gamma formula. MBConv blocks with squeeze-excite
   (squeeze width ``in_chs // 4``) and SiLU ("swish"), stochastic depth rising linearly to 0.2 over
-  the blocks. Module layout and state_dict keys are torchvision's ``efficientnet_b*``
+  the blocks (in the int8 ``.tflite`` of the litert back end SiLU is LOGISTIC + MUL and the
+  squeeze-excite gate LOGISTIC + MUL, all integer: :mod:`edgecnn.quantize.lowering`). Module layout and
+  state_dict keys are torchvision's ``efficientnet_b*``
   (``features.N.M.block...``), BatchNorm eps/momentum as torchvision (TF's 1e-3/0.01 for B5-B7,
   whose weights torchvision ported from TF).
 - ``efficientnet`` with compound coefficient ``phi`` (any real number in [-4, 8]): width 1.1**phi,

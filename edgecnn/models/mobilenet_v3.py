@@ -5,7 +5,9 @@ hard-sigmoid (squeeze width ``make_divisible(expanded / 4)``), a hard-swish 1x1 
 last block width, then pool -> Linear -> hard-swish -> dropout -> Linear. BatchNorm eps 1e-3,
 momentum 0.01. Width multiplier ``alpha`` scales every layer (including the last Linear's 1280/1024
 units) with :func:`make_divisible`, as torchvision's ``width_mult``. Module layout and state_dict keys
-are torchvision's ``mobilenet_v3_large`` / ``mobilenet_v3_small``.
+are torchvision's ``mobilenet_v3_large`` / ``mobilenet_v3_small``. In the int8 ``.tflite`` (litert back
+end) every op is integer: hard-swish is HARD_SWISH, each hard-sigmoid gate ADD (fused RELU6) + MUL
+(:mod:`edgecnn.quantize.lowering`).
 """
 
 from __future__ import annotations
