@@ -93,24 +93,28 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=RESULTS / "zoo_int8.json")
     args = ap.parse_args()
     t0 = time.perf_counter()
-    cfg = ParetoConfig(family=args.models, data=args.data, epochs=args.epochs, out=str(args.out), workers=0,
-                       device="cpu", cpus_per_variant=2, threads=[1])
-    rows = run_pareto(cfg).rows
-    for r in rows:
-        if r.get("status") != "ok":
-            continue
-        r["litert_ops"] = float_ops(Path(r["export_dir"]))
-        try:
-            o = onnx2tf_int8(r, args.data, Path(r["export_dir"]).parent / "onnx2tf")
-        except Exception as exc:  # one back end failing on one family is a finding, not the end
-            r["onnx2tf"] = {"error": " ".join(str(exc).split())[:300]}
-            continue
-        float_correct = evaluate_tflite(Path(r["float32"]["path"]), args.data, {})["correct"]
-        o["change"] = int8_change(float_correct, o.pop("correct"))
-        r["onnx2tf"] = o
-        print(r["model"], "onnx2tf int8", o["top1"], o["change"], flush=True)
+    rows = []
+    for model in args.models.split(","):  # one at a time: the results file grows as each model finishes
+        cfg = ParetoConfig(family=model, data=args.data, epochs=args.epochs, out=str(args.out), workers=0,
+                           device="cpu", cpus_per_variant=2, threads=[1])
+        (r,) = run_pareto(cfg).rows
+        rows.append(r)
+        if r.get("status") == "ok" and "onnx2tf" not in r:
+            r["litert_ops"] = float_ops(Path(r["export_dir"]))
+            try:
+                o = onnx2tf_int8(r, args.data, Path(r["export_dir"]).parent / "onnx2tf")
+                float_correct = evaluate_tflite(Path(r["float32"]["path"]), args.data, {})["correct"]
+                o["change"] = int8_change(float_correct, o.pop("correct"))
+                r["onnx2tf"] = o
+            except Exception as exc:  # one back end failing on one family is a finding, not the end
+                r["onnx2tf"] = {"error": " ".join(str(exc).split())[:300]}
+        write(args, rows, time.perf_counter() - t0)
+
+
+def write(args: argparse.Namespace, rows: list[dict], seconds: float) -> None:
+    """The JSON and the Markdown table of the rows so far."""
     report = {"machine": machine_info(), "data": args.data, "epochs": args.epochs,
-              "wall_seconds": round(time.perf_counter() - t0, 1),
+              "wall_seconds": round(seconds, 1),
               "command": f"python benchmarks/studies/zoo_int8.py --data {args.data} --epochs {args.epochs}",
               "rows": rows}
     write_text(args.results, json.dumps(report, indent=2, default=str) + "\n")
