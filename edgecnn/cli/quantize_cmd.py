@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
               f"{e['bias_corrected_layers']} biases corrected")
     if result.adaround:
         a = result.adaround
-        gains = sorted(r["mse_nearest"] / r["mse_adaround"] for r in a["layers"] if r["kept"] == "adaround")
+        gains = sorted(r["mse_nearest"] / max(r["mse_adaround"], 1e-30) for r in a["layers"] if r["kept"] == "adaround")
         median = f", output MSE / {gains[len(gains) // 2]:.2f} (median layer)" if gains else ""
         print(f"AdaRound: {a['rounded']} of {len(a['layers'])} layers re-rounded{median}, "
               f"{len(a['skipped'])} skipped, {a['seconds']:.0f} s")
