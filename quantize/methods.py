@@ -17,3 +17,10 @@ DEFAULT_METHOD = "percentile"
 AUTO_CANDIDATES = ("minmax", "percentile", "histogram")
 AUTO_HOLDOUT = 0.25
 MIN_AUTO_IMAGES = 48  # 36 to calibrate (>= percentile's 32) + 12 to judge
+# Weight rounding onto the int8 grid (the scales are the observers' either way).
+ROUNDINGS = {
+    "nearest": "round each weight to the nearest int8 step (default)",
+    "adaround": "AdaRound: up or down per weight, learned to keep each layer's output on the calibration "
+                "images (Nagel et al. 2020; minutes of CPU)",
+}
+DEFAULT_ROUNDING = "nearest"

@@ -52,8 +52,8 @@ from torch.fx import GraphModule, Node
 from edgecnn.console import progress_range
 from edgecnn.errors import EdgeCNNError
 from edgecnn.quantize.lowering import annotate_gates, decompose_gates
-from edgecnn.quantize.methods import (AUTO_CANDIDATES, AUTO_HOLDOUT, DEFAULT_METHOD, METHODS,  # noqa: F401
-                                      MIN_AUTO_IMAGES, MIN_CALIB_IMAGES)
+from edgecnn.quantize.methods import (AUTO_CANDIDATES, AUTO_HOLDOUT, DEFAULT_METHOD, DEFAULT_ROUNDING,  # noqa: F401
+                                      METHODS, MIN_AUTO_IMAGES, MIN_CALIB_IMAGES, ROUNDINGS)
 from edgecnn.quantize.observers import PercentileObserver
 
 LAYOUTS = ("nhwc", "nchw")
@@ -80,6 +80,8 @@ class QuantizedModel:
     calib_images: int
     keep_float: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
+    rounding: str = DEFAULT_ROUNDING
+    adaround: dict | None = None  # :func:`edgecnn.quantize.adaround.adaround`'s report
 
     def simulate(self, x: torch.Tensor) -> torch.Tensor:
         """int8 outputs simulated in PyTorch (q/dq graph) for an NCHW batch, one image at a time."""
@@ -93,6 +95,13 @@ def check_method(method: str) -> str:
         raise EdgeCNNError(f"unknown quantisation method {method!r}; choose one of "
                            f"{', '.join(METHODS)}")
     return method
+
+
+def check_rounding(rounding: str) -> str:
+    """Return ``rounding`` if it is a known weight-rounding method, else raise one clear line."""
+    if rounding not in ROUNDINGS:
+        raise EdgeCNNError(f"unknown weight rounding {rounding!r}; choose one of {', '.join(ROUNDINGS)}")
+    return rounding
 
 
 def check_calibration(calib: torch.Tensor, in_chans: int | None, method: str) -> None:
@@ -210,7 +219,7 @@ def export_for_quantization(model: nn.Module, example: torch.Tensor) -> tuple[nn
 
 def quantize_pt2e(model: nn.Module, calib: torch.Tensor, *, method: str = DEFAULT_METHOD,
                   per_channel: bool = True, layout: str = "nhwc", keep_float: Sequence[str] = (),
-                  progress: bool = True) -> QuantizedModel:
+                  rounding: str = DEFAULT_ROUNDING, progress: bool = True) -> QuantizedModel:
     """Calibrate and quantise ``model`` with PT2E for litert-torch (full integer, int8).
 
     ``calib`` holds N calibration images (N, C, H, W), preprocessed exactly as at inference
@@ -221,7 +230,9 @@ def quantize_pt2e(model: nn.Module, calib: torch.Tensor, *, method: str = DEFAUL
     interface, unwrapped: any module may be passed, e.g. one that normalises raw pixels inside,
     with ``calib`` in the layout it takes; the channel check applies to zoo models only).
     ``keep_float`` names modules
-    (``model.named_modules()`` names, e.g. ``"classifier.1"``) left in float.
+    (``model.named_modules()`` names, e.g. ``"classifier.1"``) left in float. ``rounding``
+    (:data:`ROUNDINGS`): ``"adaround"`` re-rounds the int8 weights of the converted graph on the
+    calibration images (:func:`edgecnn.quantize.adaround.adaround`, its report in ``adaround``).
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from torchao.quantization.pt2e.utils import _fuse_conv_bn_
@@ -229,6 +240,7 @@ def quantize_pt2e(model: nn.Module, calib: torch.Tensor, *, method: str = DEFAUL
     from litert_torch.quantize.quant_config import QuantConfig
 
     check_method(method)
+    check_rounding(rounding)
     if layout not in LAYOUTS:
         raise EdgeCNNError(f"unknown layout {layout!r}; choose nhwc or nchw")
     cfg = getattr(model, "edgecnn_config", None)
@@ -250,11 +262,16 @@ def quantize_pt2e(model: nn.Module, calib: torch.Tensor, *, method: str = DEFAUL
         for i in progress_range(range(calib.shape[0]), f"calibrating ({method})", progress):
             graph(calib[i:i + 1])
     graph = convert_pt2e(graph, fold_quantize=False)
+    report = None
+    if rounding == "adaround":
+        from edgecnn.quantize.adaround import adaround
+
+        report = adaround(graph, calib, progress=progress)
     module, sample = in_layout(graph, calib[:1], layout)
     return QuantizedModel(module=module, float_graph=float_graph, graph=graph, sample_args=(sample,),
                           quant_config=QuantConfig(pt2e_quantizer=quantizer), method=method,
                           layout=layout, per_channel=per_channel, calib_images=int(calib.shape[0]),
-                          keep_float=keep_float, notes=notes)
+                          keep_float=keep_float, notes=notes, rounding=rounding, adaround=report)
 
 
 NO_OP_TARGETS = ("dropout", "alias", "clone", "contiguous", "detach", "flatten", "view", "reshape", "getitem",

@@ -11,7 +11,7 @@ from edgecnn import limits as L
 from edgecnn.cli.common import add_model_args, add_wide_arg, bounded, model_knobs
 from edgecnn.console import emit_json, human_bytes
 from edgecnn.converters.registry import LAYOUTS
-from edgecnn.quantize.methods import DEFAULT_METHOD, METHODS
+from edgecnn.quantize.methods import DEFAULT_METHOD, DEFAULT_ROUNDING, METHODS, ROUNDINGS
 
 EPILOG = """examples:
   edgecnn quantize mobilenet_v2 --weights imagenet --calib-data photos/ --eval-data val/
@@ -19,6 +19,8 @@ EPILOG = """examples:
   edgecnn quantize runs/fmnist/best.ckpt --calib-data data/train --method auto --json
   edgecnn quantize mobilenet_v2 --weights W.pth --calib-data imgs/ --method histogram --no-cle
   edgecnn quantize mobilenet_v2 --weights W.pth --calib-data imgs/ --keep-float classifier.1
+  edgecnn quantize mobilenet_v2 --weights W.pth --calib-data imgs/ --rounding adaround
+      AdaRound: each int8 weight rounded up or down to keep its layer's output (minutes of CPU)
   edgecnn quantize runs/fmnist-v1/best.ckpt --calib-data data/train --qat-epochs 2
       quantisation-aware fine-tuning on the checkpoint's own training data (or --train-data DATA)
 
@@ -30,6 +32,9 @@ trained models get cross-layer equalisation + bias correction by default (--no-c
 writes qat.ckpt, which `edgecnn export qat.ckpt --converter onnx2tf` takes too.
 methods: minmax (>= 8 images), percentile (>= 32, default), histogram (L2-optimal ranges, >= 16),
 auto (tries the three on 75% of the calibration images, judges on the other 25%; >= 48).
+rounding: nearest (default) or adaround (Nagel et al. 2020: per layer, 300 Adam steps on input rows
+sampled from 3/4 of the calibration images; kept per layer only where its output error on the other
+1/4 beats nearest; bias correction then defaults off; per-layer MSEs in --json and fidelity.json).
 exit status: 0 ok, 1 the int8 file failed verification, 2 bad input."""
 
 
@@ -58,13 +63,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"activation ranges: {', '.join(METHODS)} or auto (default {DEFAULT_METHOD}: "
                         "closest to float on held-out photos, see benchmarks/studies/quantize_fidelity.py); "
                         "e.g. --method auto")
+    p.add_argument("--rounding", default=DEFAULT_ROUNDING,
+                   help=f"int8 weight rounding: {', '.join(ROUNDINGS)} (default {DEFAULT_ROUNDING}); adaround "
+                        "learns up/down per weight from the calibration images (Nagel et al. 2020), costs "
+                        "minutes of CPU and turns the default bias correction off; e.g. --rounding adaround")
     p.add_argument("--cle", action=argparse.BooleanOptionalAction, default=None,
                    help="cross-layer equalisation first (Nagel et al. 2019; ReLU6 between equalised "
                         "convs becomes ReLU); default on for trained models (weights or checkpoints), off for "
                         "random weights and with --qat-epochs; --no-cle turns it off")
     p.add_argument("--bias-correction", action=argparse.BooleanOptionalAction, default=None,
                    help="correct each bias for the expected int8 weight-rounding error; default on for "
-                        "trained models, off for random weights and with --qat-epochs")
+                        "trained models, off for random weights, with --qat-epochs and with --rounding adaround")
     p.add_argument("--keep-float", action="append", default=[], metavar="LAYER",
                    help="also write NAME_int8_mixed.tflite with this layer in float (repeatable; names "
                         "as in the per-layer table), verified and reported like the int8 file; "
@@ -97,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from edgecnn.pipelines.quantize import QuantizeOptions, quantize
 
     options = QuantizeOptions(
-        calib_data=args.calib_data, eval_data=args.eval_data, method=args.method, cle=args.cle,
+        calib_data=args.calib_data, eval_data=args.eval_data, method=args.method, rounding=args.rounding, cle=args.cle,
         bias_correction=args.bias_correction, keep_float=args.keep_float, calib_samples=args.calib_samples,
         eval_samples=args.eval_samples, layer_images=args.layer_images, io=args.io, layout=args.layout,
         out=args.out, qat_epochs=args.qat_epochs or 0, train_data=args.train_data, qat_lr=args.qat_lr,
@@ -116,6 +125,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"equalisation: {e['pairs']} conv pairs, {e['relu6_replaced']} ReLU6 -> ReLU{kept}, weight range "
               f"balance {e['balance_before']:.2f} -> {e['balance_after']:.2f}, "
               f"{e['bias_corrected_layers']} biases corrected")
+    if result.adaround:
+        a = result.adaround
+        gains = sorted(r["mse_nearest"] / max(r["mse_adaround"], 1e-30) for r in a["layers"] if r["kept"] == "adaround")
+        median = f", output MSE / {gains[len(gains) // 2]:.2f} (median layer)" if gains else ""
+        print(f"AdaRound: {a['rounded']} of {len(a['layers'])} layers re-rounded{median}, "
+              f"{len(a['skipped'])} skipped, {a['seconds']:.0f} s")
     if result.qat:
         t = result.qat
         print(f"QAT: {t['epochs']} epoch(s) on {t['data']} ({t['train_images']} images); {t['val']}: float "

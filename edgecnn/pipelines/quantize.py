@@ -7,8 +7,9 @@
 3. Optional cross-layer equalisation / bias correction (:mod:`edgecnn.quantize.equalize`) and
    ``--method auto`` (:func:`edgecnn.quantize.ptq.choose_method`).
 4. One PT2E calibration (:func:`edgecnn.quantize.ptq.quantize_pt2e`) makes the int8 graph (QAT:
-   the learned one); :func:`edgecnn.pipelines.export.export` converts that graph as it is, then
-   writes, verifies and measures the file.
+   the learned one; ``--rounding adaround``: its weights re-rounded on the calibration images by
+   :mod:`edgecnn.quantize.adaround`); :func:`edgecnn.pipelines.export.export` converts that graph
+   as it is, then writes, verifies and measures the file.
 5. :func:`fidelity_report` compares the int8 file with float on the evaluation images; its
    per-layer table comes from the same graph, so it describes the file.
 6. ``--keep-float LAYER``: a mixed-precision graph, exported beside it by the same export
@@ -34,7 +35,7 @@ from edgecnn.errors import EdgeCNNError
 from edgecnn.converters.registry import LAYOUTS
 from edgecnn.io import check_output_dir
 from edgecnn.pipelines.export import model_labels
-from edgecnn.quantize.methods import DEFAULT_METHOD
+from edgecnn.quantize.methods import DEFAULT_METHOD, DEFAULT_ROUNDING
 from edgecnn.quantize.report import write_report
 
 DEFAULT_CALIB_SAMPLES = 200
@@ -64,12 +65,15 @@ class QuantizeResult:
     files: dict[str, str] = field(default_factory=dict)
     qat: dict | None = None
     stages: dict[str, float] = field(default_factory=dict)  # seconds per step of quantize()
+    rounding: str = DEFAULT_ROUNDING
+    adaround: dict | None = None  # edgecnn.quantize.adaround.adaround's report
 
     def to_dict(self) -> dict:
         from edgecnn.console import finite
 
         return finite({"method": self.method, "auto_scores": self.auto_scores, "equalize": self.equalize,
-                       "qat": self.qat, "fidelity": self.fidelity.to_dict(), "mixed_precision": self.mixed,
+                       "rounding": self.rounding, "adaround": self.adaround, "qat": self.qat,
+                       "fidelity": self.fidelity.to_dict(), "mixed_precision": self.mixed,
                        "report_files": self.files, "stages": self.stages, "export": self.export.to_dict()})
 
 
@@ -172,8 +176,11 @@ class QuantizeOptions:
     """Every choice of :func:`quantize` except the model, checked once when made (one-line errors).
 
     ``method``: an activation-range method (:data:`edgecnn.quantize.methods.METHODS`) or ``auto``;
+    ``rounding``: how weights meet the int8 grid (:data:`edgecnn.quantize.methods.ROUNDINGS`);
     ``cle``/``bias_correction`` None (default): on for trained models (the most faithful recipe
-    measured, ``benchmarks/studies/quantize_fidelity.py``), off for random weights and with QAT.
+    measured, ``benchmarks/studies/quantize_fidelity.py``), off for random weights and with QAT;
+    bias correction is also off by default with ``rounding="adaround"``, whose rounding already
+    removes the mean output shift that it corrects.
     ``keep_float``: layers (``model.named_modules()`` names) of an extra mixed-precision file.
     ``qat_epochs`` > 0: quantisation-aware fine-tuning (:mod:`edgecnn.quantize.qat`) on
     ``train_data`` (default: the checkpoint's training data) replaces calibrated ranges by learned
@@ -183,6 +190,7 @@ class QuantizeOptions:
     calib_data: str | Path
     eval_data: str | Path | None = None
     method: str = DEFAULT_METHOD
+    rounding: str = DEFAULT_ROUNDING
     cle: bool | None = None
     bias_correction: bool | None = None
     keep_float: Sequence[str] = ()
@@ -199,20 +207,21 @@ class QuantizeOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        from edgecnn.quantize.ptq import check_method
+        from edgecnn.quantize.ptq import check_method, check_rounding
 
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
         if self.method != "auto":
             check_method(self.method)
+        check_rounding(self.rounding)
         if not Path(self.calib_data).expanduser().is_dir():
             raise EdgeCNNError(f"--calib-data {Path(self.calib_data).expanduser()} does not exist or is not a directory")
         if self.qat_epochs:
             if self.cle or self.bias_correction:
                 raise EdgeCNNError("--qat-epochs learns the int8 ranges and weights itself; drop --cle and "
                                    "--bias-correction")
-            if self.keep_float or self.method == "auto":
-                raise EdgeCNNError("--qat-epochs makes one int8 model with learned ranges; it does not combine "
-                                   "with --keep-float or --method auto")
+            if self.keep_float or self.method == "auto" or self.rounding != DEFAULT_ROUNDING:
+                raise EdgeCNNError("--qat-epochs makes one int8 model with learned ranges and weights; it does not "
+                                   "combine with --keep-float, --method auto or --rounding adaround")
         elif self.train_data is not None:
             raise EdgeCNNError("--train-data is for quantisation-aware training; add --qat-epochs N")
         if self.io not in ("float32", "int8"):
@@ -294,7 +303,8 @@ def quantize(model: str | Path | Any, *, options: QuantizeOptions | None = None,
                                                       Path(exported.out_dir)))
     return QuantizeResult(export=exported, fidelity=fid, method=recipe.method, auto_scores=recipe.auto_scores,
                           equalize=recipe.equalized, mixed=mixed, files=files,
-                          qat=recipe.tuned.to_dict() if recipe.tuned else None, stages=times)
+                          qat=recipe.tuned.to_dict() if recipe.tuned else None, stages=times,
+                          rounding=opts.rounding, adaround=q.adaround)
 
 
 def _qat_data(opts: QuantizeOptions, built: Any) -> str | None:
@@ -344,7 +354,8 @@ def _recipe(opts: QuantizeOptions, built: Any, calib_set: Any, train_data: str |
 
     trained = built.trained  # random weights: nothing to keep faithful to
     cle = False if opts.qat_epochs else trained if opts.cle is None else opts.cle
-    bias = False if opts.qat_epochs else trained if opts.bias_correction is None else opts.bias_correction
+    bias = False if opts.qat_epochs else opts.bias_correction if opts.bias_correction is not None else \
+        trained and opts.rounding == DEFAULT_ROUNDING
     recipe = _Recipe(built.model, opts.method, cle, bias)
     calib = built.preprocess.normalize(calib_set.pixels)
     if cle or bias:
@@ -379,10 +390,11 @@ def _calibrate(opts: QuantizeOptions, built: Any, recipe: _Recipe, calib_set: An
                      calib_pixels=calib_set.pixels, scratch=scratch, scores="logits")  # SQNR is on logits
     graph, inputs = job.graph(), job.inputs()
     prefix = "model." if graph is not recipe.model else ""
-    q = recipe.tuned.quantized if recipe.tuned else quantize_pt2e(graph, inputs, method=recipe.method,
-                                                                  layout=opts.layout, progress=opts.progress)
-    mixed = quantize_pt2e(graph, inputs, method=recipe.method, layout=opts.layout, progress=opts.progress,
-                          keep_float=[prefix + k for k in opts.keep_float]) if opts.keep_float else None
+    q = recipe.tuned.quantized if recipe.tuned else quantize_pt2e(
+        graph, inputs, method=recipe.method, layout=opts.layout, rounding=opts.rounding, progress=opts.progress)
+    mixed = quantize_pt2e(graph, inputs, method=recipe.method, layout=opts.layout, rounding=opts.rounding,
+                          progress=opts.progress, keep_float=[prefix + k for k in opts.keep_float]) \
+        if opts.keep_float else None
     return job, q, mixed
 
 
@@ -412,6 +424,7 @@ def _fidelity(opts: QuantizeOptions, built: Any, recipe: _Recipe, q: Any, export
     fid.extra = {"eval_source": evalset.source, "file": entry["path"], "calibration": calibration,
                  "keep_float_proposal": propose_keep_float(fid.layers, modules),
                  "cle": recipe.cle, "bias_correction": recipe.bias_correction,
+                 "rounding": opts.rounding, "adaround": q.adaround,
                  "float_ops": {"in_file": entry["float_ops"], "by_op": entry["float_op_names"],
                                "unannotated_layers": unquantized_layers(q, prefix)}}
     return fid
