@@ -42,7 +42,8 @@ def sqnr_db(ref: np.ndarray, out: np.ndarray) -> float:
 
 
 def _topk(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
-    top = np.argsort(-logits, axis=1)[:, :k]
+    """Top-k accuracy; ties (common in int8 logits) go to the lowest class index, as ``argmax`` does."""
+    top = np.argsort(-logits, axis=1, kind="stable")[:, :k]
     return float(np.mean([labels[i] in top[i] for i in range(len(labels))]))
 
 

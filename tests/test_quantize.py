@@ -485,3 +485,16 @@ def test_keep_float_proposal_names_the_layers_that_lose_most_themselves():
         {"layer": "classifier.1", "op": "linear", "lost_db": 7.5},
         {"layer": "features.1.conv.0", "op": "conv2d", "lost_db": 4.0}]
     assert propose_keep_float(layers[:1], modules) == []  # nothing stands out: no proposal
+
+
+def test_top1_with_tied_int8_logits_matches_the_paired_figures():
+    """int8 logits often tie: top-1 and the paired change must break ties the same way (lowest index)."""
+    from edgecnn.quantize.report import output_metrics
+
+    ref = np.tile(np.arange(10, dtype=np.float32), (64, 1))  # float: class 9 everywhere
+    out = np.zeros((64, 10), np.float32)
+    out[:, 3:] = 1.0  # int8: classes 3..9 tie; argmax says 3
+    labels = np.full(64, 3)
+    m = output_metrics(ref, out, labels)
+    assert m["int8_top1"] == 1.0 == m["top1_change"]["b_top1"] / 100
+    assert m["float_top1"] == 0.0
