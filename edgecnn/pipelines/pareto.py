@@ -234,7 +234,8 @@ def _prepare(variant: Variant, cfg: ParetoConfig) -> dict:
         report = export_variant(Path(summary["best"]), cfg, folder / "export")
         t2 = time.perf_counter()
         row.update(res=report["res"], params=report["params"], macs=report["macs"], checkpoint=summary["best"],
-                   export_dir=report["out_dir"], train_test_top1=(summary["test"] or {}).get("top1"))
+                   export_dir=report["out_dir"], train_test_top1=(summary["test"] or {}).get("top1"),
+                   epochs=summary["epochs"], budget=summary["budget"])
         correct = {}
         for f in report["files"]:
             scores = evaluate_tflite(Path(f["path"]), cfg.data, report["preprocess"], cfg.workers or 0)
