@@ -162,18 +162,41 @@ def gmacs_per_s(macs: int | None, median_ms: float | None) -> float | None:
     return macs / (median_ms * 1e-3) / 1e9
 
 
+# SIMD extensions that change int8/float32 kernel speed several-fold (XNNPACK, oneDNN), best first.
+_SIMD_FLAGS = ("amx_int8", "avx512_vnni", "avx512f", "avx_vnni", "avx2",  # x86 /proc/cpuinfo "flags"
+               "sme", "sve2", "sve", "i8mm", "asimddp", "asimd")  # ARM "Features"
+
+
+def cpu_name(cpuinfo: str, fallback: str = "") -> str:
+    """The CPU as results should name it, from the text of ``/proc/cpuinfo``: the model, then for x86
+    its family/model numbers (one marketing name covers several generations) and the SIMD extensions
+    that matter for inference, e.g. ``AMD EPYC (family 25 model 1; avx2)``."""
+    # x86: "model name"; Raspberry Pi: "Model" (the board); other ARM: "Hardware" or "CPU part".
+    name = fallback
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        m = re.search(rf"^{key}\s*:\s*(.+)$", cpuinfo, re.M)
+        if m:
+            name = m.group(1).strip()
+            break
+    details = []
+    family, model = (re.search(rf"^{k}\s*:\s*(\d+)$", cpuinfo, re.M) for k in ("cpu family", "model"))
+    if family and model:
+        details.append(f"family {family.group(1)} model {model.group(1)}")
+    flags = re.search(r"^(?:flags|Features)\s*:\s*(.*)$", cpuinfo, re.M)
+    have = set(flags.group(1).split()) if flags else set()
+    simd = [f for f in _SIMD_FLAGS if f in have]
+    if simd:
+        details.append(" ".join(simd[:3]))
+    return f"{name} ({'; '.join(details)})" if details else name
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             text = f.read()
     except OSError:
         text = ""
-    # x86: "model name"; Raspberry Pi: "Model" (the board); other ARM: "Hardware" or "CPU part".
-    for key in ("model name", "Model", "Hardware", "cpu model"):
-        m = re.search(rf"^{key}\s*:\s*(.+)$", text, re.M)
-        if m:
-            return m.group(1).strip()
-    return platform.processor() or platform.machine()
+    return cpu_name(text, platform.processor() or platform.machine())
 
 
 def _os_name() -> str:

@@ -8,6 +8,7 @@ two-sided McNemar test on those flips, and a percentile-bootstrap interval of th
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import asdict, dataclass
 
@@ -73,3 +74,20 @@ def paired_difference(a_correct, b_correct, confidence: float = 0.95,
                             diff=100 * float(delta.mean()), low=100 * float(low), high=100 * float(high),
                             confidence=confidence, a_only=a_only, b_only=b_only,
                             p_value=mcnemar_p(a_only, b_only))
+
+
+def change_text(change: dict | None, digits: int = 2) -> str:
+    """``{"points", "low", "high"}`` (a paired difference in points) as ``+0.20 [-0.10, +0.50]``."""
+    if not change:
+        return "-"
+    return f"{change['points']:+.{digits}f} [{change['low']:+.{digits}f}, {change['high']:+.{digits}f}]"
+
+
+def pack_hits(correct) -> str:
+    """Per-image correctness (bool array) as compact text for a JSON row (1 bit per image, base64)."""
+    return base64.b64encode(np.packbits(np.asarray(correct, dtype=bool)).tobytes()).decode("ascii")
+
+
+def unpack_hits(text: str, images: int) -> np.ndarray:
+    """The bool array :func:`pack_hits` packed, ``images`` long."""
+    return np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))[:images].astype(bool)

@@ -61,6 +61,25 @@ def test_local_target_prepares_the_one_machine_shape():
     assert found["cores"] == os.cpu_count() and found["cpu"] and found["os"] and found["device"] is None
 
 
+# Excerpts of /proc/cpuinfo: two x86 machines sold under one name, and a Raspberry Pi 5.
+ZEN3 = "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n" \
+       "flags\t\t: fpu sse2 avx fma avx2 bmi2 sha_ni\n"
+ZEN5 = ZEN3.replace("25", "26").replace("model\t\t: 1", "model\t\t: 2").replace(
+    "sha_ni", "avx512f avx512bw avx512_vnni avx_vnni")
+PI5 = "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm aes crc32 atomics asimdrdm " \
+      "asimddp lrcpc\nCPU part\t: 0xd0b\n\nModel\t\t: Raspberry Pi 5 Model B Rev 1.0\n"
+
+
+def test_results_name_the_cpu_generation_and_simd_level():
+    """One marketing name ("AMD EPYC") covered a 5x latency difference here: results carry both."""
+    from edgecnn.benchmarks.measure import cpu_name
+
+    assert cpu_name(ZEN3) == "AMD EPYC (family 25 model 1; avx2)"
+    assert cpu_name(ZEN5) == "AMD EPYC (family 26 model 2; avx512_vnni avx512f avx_vnni)"
+    assert cpu_name(PI5) == "Raspberry Pi 5 Model B Rev 1.0 (asimddp asimd)"
+    assert cpu_name("", "x86_64") == "x86_64"
+
+
 def test_an_untrusted_machine_description_is_reduced_to_the_shape():
     got = machine({"cores": "8; rm -rf", "cores_usable": True, "load_1min": float("nan"), "cpu": ["x"],
                    "os": "Raspbian", "extra": "dropped"})

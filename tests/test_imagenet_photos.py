@@ -10,7 +10,7 @@ from edgecnn.data.datasets import is_synset_folder, open_dataset
 from edgecnn.data.photos import sample_photos
 from edgecnn.data.transforms import Preprocess
 from edgecnn.labels import imagenet_labels, imagenet_synsets, synset_index
-from edgecnn.paired import mcnemar_p, paired_difference
+from edgecnn.paired import change_text, mcnemar_p, pack_hits, paired_difference, unpack_hits
 from edgecnn.pipelines.quantize import load_eval
 from edgecnn.quantize.report import kl_divergence
 
@@ -78,6 +78,16 @@ def test_paired_difference_counts_flips_and_brackets_the_difference():
     assert (same.diff, same.low, same.high, same.p_value) == (0.0, 0.0, 0.0, 1.0)
     with pytest.raises(ValueError):
         paired_difference(a, b[:10])
+
+
+def test_hits_round_trip_as_text_and_changes_print_with_their_interval():
+    a = np.random.default_rng(2).random(1001) < 0.7  # not a multiple of 8: the padding is dropped
+    text = pack_hits(a)
+    assert isinstance(text, str) and len(text) < 1001 // 4
+    assert np.array_equal(unpack_hits(text, 1001), a)
+    assert change_text({"points": -0.25, "low": -0.61, "high": 0.1}) == "-0.25 [-0.61, +0.10]"
+    assert change_text({"points": -0.25, "low": -0.61, "high": 0.1}, digits=1) == "-0.2 [-0.6, +0.1]"
+    assert change_text(None) == "-"
 
 
 def test_kl_divergence_of_logits():

@@ -15,7 +15,7 @@ import pytest
 
 from edgecnn.errors import EdgeCNNError
 from edgecnn.pipelines.frontier import draw, frontier, next_command, pick, summary, write_plot
-from edgecnn.pipelines.pareto import ParetoConfig, RowLog, Variant, expand_grid, row_key, run_pareto
+from edgecnn.pipelines.pareto import ParetoConfig, RowLog, Variant, expand_grid, hits, row_key, run_pareto
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -196,6 +196,7 @@ def test_local_grid_end_to_end(local_run, cli):
             assert Path(f["path"]).is_file() and f["bytes"] == Path(f["path"]).stat().st_size
             assert f["eval_images"] == 128 and 0 <= f["top1"] <= f["top5"] <= 1
             assert f["latency_ms"]["1"] > 0 and f["peak_memory_bytes"]["1"] > 0
+            assert hits(f).sum() == round(128 * f["top1"])  # the kept per-image hits are the file's top-1
         assert r["int8"]["bytes"] < r["float32"]["bytes"]  # int8 weights: a smaller file
         assert r["int8_drop"] == pytest.approx(r["float32"]["top1"] - r["int8"]["top1"])
         change = r["int8_change"]  # the paired difference on the same 128 images, in points

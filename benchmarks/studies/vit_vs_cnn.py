@@ -27,6 +27,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgecnn.paired import change_text
+
 MODELS = ["deit_tiny", "mobilevit_xs", "mobilenet_v2", "efficientnet_lite0"]
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 
@@ -96,7 +98,7 @@ def accuracy_markdown(rows: list[dict], data: str, res: int, epochs: int) -> str
             continue
         f, q, c = r["float32"], r["int8"], r["int8_change"]
         lines.append(f"| {r['model']} | {r['params'] / 1e6:.2f} M | {r['macs'] / 1e6:.1f} M | {100 * f['top1']:.2f}% | "
-                     f"{100 * q['top1']:.2f}% | {c['points']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}] | "
+                     f"{100 * q['top1']:.2f}% | {change_text(c)} | "
                      f"{q['latency_ms'].get('1', 0):.3f} | "
                      f"{f['latency_ms'].get('1', 0):.3f} | {r['seconds']['train']:.0f} |")
     return "\n".join(lines) + "\n"

@@ -27,7 +27,8 @@ from pathlib import Path
 
 from edgecnn.benchmarks.measure import machine_info
 from edgecnn.io import write_text
-from edgecnn.pipelines.pareto import ParetoConfig, evaluate_tflite, int8_change, run_pareto
+from edgecnn.paired import change_text
+from edgecnn.pipelines.pareto import ParetoConfig, evaluate_tflite, hits, int8_change, run_pareto
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 MODELS = ["lenet5", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "squeezenet1_1",
@@ -70,17 +71,11 @@ def table(rows: list[dict]) -> str:
             lines.append(f"| {r['model']} | | {r.get('error')} ||||||||")
             continue
         f, q, o = r["float32"], r["int8"], r.get("onnx2tf") or {}
-
-        def ci(c: dict) -> str:
-            return f"{c['points']:+.2f} [{c['low']:+.2f}, {c['high']:+.2f}]" if c else "-"
-
-        ms = f"{q['latency_ms']['1']:.3f} / {f['latency_ms']['1']:.3f}"
+        onnx2tf = (f"{100 * o['top1']:.2f}% | {change_text(o.get('change'))} | {o.get('float_ops', '-')}"
+                   if "top1" in o else f"{o.get('error', '-')} | - | -")
         lines.append(f"| {r['model']} | {r['res']} | {100 * f['top1']:.2f}% | {100 * q['top1']:.2f}% | "
-                     f"{ci(r['int8_change'])} | {r['litert_ops']['float_ops']} | "
-                     f"{100 * o['top1']:.2f}% | {ci(o.get('change'))} | {o.get('float_ops', '-')} | {ms} |"
-                     if o else
-                     f"| {r['model']} | {r['res']} | {100 * f['top1']:.2f}% | {100 * q['top1']:.2f}% | "
-                     f"{ci(r['int8_change'])} | {r['litert_ops']['float_ops']} | - | - | - | {ms} |")
+                     f"{change_text(r['int8_change'])} | {r['litert_ops']['float_ops']} | {onnx2tf} | "
+                     f"{q['latency_ms']['1']:.3f} / {f['latency_ms']['1']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -103,8 +98,7 @@ def main() -> None:
             r["litert_ops"] = float_ops(Path(r["export_dir"]))
             try:
                 o = onnx2tf_int8(r, args.data, Path(r["export_dir"]).parent / "onnx2tf")
-                float_correct = evaluate_tflite(Path(r["float32"]["path"]), args.data, {})["correct"]
-                o["change"] = int8_change(float_correct, o.pop("correct"))
+                o["change"] = int8_change(hits(r["float32"]), o.pop("correct"))
                 r["onnx2tf"] = o
             except Exception as exc:  # one back end failing on one family is a finding, not the end
                 r["onnx2tf"] = {"error": " ".join(str(exc).split())[:300]}

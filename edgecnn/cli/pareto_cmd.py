@@ -132,9 +132,12 @@ def _pct(v: float | None) -> str:
 
 
 def print_results(report: dict, title: str, wide: bool) -> None:
-    """The table (variant, params, MACs, top-1 per file, int8 drop, latency per thread count, size)."""
+    """The table (variant, params, MACs, top-1 per file, the paired int8 - float32 change in points with
+    its 95% interval, latency per thread count, size)."""
+    from edgecnn.paired import change_text
+
     threads = report["threads"]
-    columns = ["variant", "params", "MACs", "f32 top-1", "int8 top-1", "drop"]
+    columns = ["variant", "params", "MACs", "f32 top-1", "int8 top-1", "int8-f32 [95% CI]"]
     columns += [f"int8 ms {t}t" for t in threads] + [f"f32 ms {t}t" for t in threads] + ["int8 size", "f32 size"]
     rows = []
     for r in report["rows"]:
@@ -144,7 +147,7 @@ def print_results(report: dict, title: str, wide: bool) -> None:
             continue
         rows.append([r["variant"], human_count(r["params"]), human_count(r["macs"]), _pct(f32.get("top1")),
                      _pct(i8.get("top1")) + ("" if i8.get("verified") in (True, None) else " !"),
-                     _pct(r.get("int8_drop")),
+                     change_text(r.get("int8_change"), digits=1),
                      *[f"{i8['latency_ms'][str(t)]:.2f}" if str(t) in i8.get("latency_ms", {}) else "-" for t in threads],
                      *[f"{f32['latency_ms'][str(t)]:.2f}" if str(t) in f32.get("latency_ms", {}) else "-" for t in threads],
                      human_bytes(i8["bytes"]) if i8 else "-", human_bytes(f32["bytes"]) if f32 else "-"])

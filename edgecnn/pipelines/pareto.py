@@ -222,6 +222,7 @@ def prepare_variant(variant: Variant, cfg: ParetoConfig) -> dict:
 
 
 def _prepare(variant: Variant, cfg: ParetoConfig) -> dict:
+    from edgecnn.paired import pack_hits
     from edgecnn.train.trainer import TrainingInterrupted
 
     folder = Path(cfg.out) / "variants" / variant.id
@@ -236,24 +237,29 @@ def _prepare(variant: Variant, cfg: ParetoConfig) -> dict:
         row.update(res=report["res"], params=report["params"], macs=report["macs"], checkpoint=summary["best"],
                    export_dir=report["out_dir"], train_test_top1=(summary["test"] or {}).get("top1"),
                    epochs=summary["epochs"], budget=summary["budget"])
-        correct = {}
         for f in report["files"]:
             scores = evaluate_tflite(Path(f["path"]), cfg.data, report["preprocess"], cfg.workers or 0)
-            correct[f["precision"]] = scores["correct"]
             verified = f["verification"]["passed"] if f["verification"] else None
             row[f["precision"]] = {"path": f["path"], "bytes": f["bytes"], "top1": scores["top1"],
                                    "top5": scores["top5"], "eval_images": scores["images"], "verified": verified,
-                                   "latency_ms": {}, "peak_memory_bytes": {}}
+                                   "hits": pack_hits(scores["correct"]), "latency_ms": {}, "peak_memory_bytes": {}}
         row["seconds"] = {"train": round(t1 - t0, 1), "export": round(t2 - t1, 1),
                           "eval": round(time.perf_counter() - t2, 1)}
         if "int8" in row and "float32" in row:
             row["int8_drop"] = row["float32"]["top1"] - row["int8"]["top1"]
-            row["int8_change"] = int8_change(correct["float32"], correct["int8"])
+            row["int8_change"] = int8_change(hits(row["float32"]), hits(row["int8"]))
     except TrainingInterrupted as exc:  # the run stops as the signal asked: 128 + its number
         raise Interrupted(exc.exit_code - 128) from None
     except Exception as exc:  # any failure of one variant is its row, not the end of the run
         return _error_row(row, exc)
     return row
+
+
+def hits(scores: dict) -> Any:
+    """Per-image correctness (bool array, test-split order) of one file's scores in a row."""
+    from edgecnn.paired import unpack_hits
+
+    return unpack_hits(scores["hits"], scores["eval_images"])
 
 
 def int8_change(float_correct: Any, int8_correct: Any) -> dict:
