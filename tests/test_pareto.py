@@ -147,17 +147,17 @@ def test_bad_arguments_are_one_line_errors(cli, tmp_path):
 def test_time_budget_plans_whole_epochs_from_a_probe(fm_slice):
     """--budget-min's rule: the epochs whose probed optimizer steps fit the budget, at least one."""
     from edgecnn.train import TrainConfig
-    from edgecnn.train.budget import plan_epochs
+    from edgecnn.train.budget import epochs_within, plan_epochs
 
     cfg = TrainConfig(model="mobilenet_v1", knobs={"alpha": 0.25}, res=32, data=str(fm_slice), out="unused",
                       epochs=1, batch_size=32, workers=0, device="cpu")
-    short = plan_epochs(cfg, budget_s=1e-6)
-    assert short.epochs == 1 and short.batch_size == 32 and short.step_s > 0
-    assert short.steps_per_epoch == (256 - round(0.1 * 256)) // 32  # 10% of the images held out for val
-    epoch_s = short.steps_per_epoch * short.step_s
-    long = plan_epochs(cfg, budget_s=40 * epoch_s)
-    # a second probe times the same steps again: 40 epochs of the first one's, within a factor 4 of noise
-    assert 10 <= long.epochs <= 160 and long.to_dict()["estimated_train_s"] <= 40 * epoch_s * 4
+    plan = plan_epochs(cfg, budget_s=1e-6)
+    assert plan.epochs == 1 and plan.batch_size == 32 and plan.step_s > 0  # less than one epoch: one
+    assert plan.steps_per_epoch == (256 - round(0.1 * 256)) // 32  # 10% of the images held out for val
+    # the rule on a probe's numbers (timing itself is not asserted: the machine may be busy)
+    assert epochs_within(budget_s=100.0, steps_per_epoch=7, step_s=0.5) == 28  # 3.5 s per epoch
+    assert epochs_within(budget_s=3.4, steps_per_epoch=7, step_s=0.5) == 1
+    assert epochs_within(budget_s=7.0, steps_per_epoch=7, step_s=0.5) == 2
 
 
 # ---------------------------------------------------------------- real runs

@@ -119,8 +119,10 @@ def draw(rows: list[dict], threads: int, budget_ms: float | None = None, precisi
     fig, ax = plt.subplots(figsize=(8, 5.5))
     styles = {"int8": {"marker": "o", "color": "tab:blue"},
               "float32": {"marker": "s", "color": "tab:orange", "facecolors": "none"}}
+    markers = []
     for p in PRECISIONS:
         pts = [pt for r in rows if (pt := point(r, p, threads))]
+        markers += [(ms, 100 * a) for ms, a in pts]
         if pts:
             kw = dict(styles[p])
             color = kw.pop("color")
@@ -131,19 +133,55 @@ def draw(rows: list[dict], threads: int, budget_ms: float | None = None, precisi
         xs = [point(r, precision, threads)[0] for r in front]
         ys = [100 * point(r, precision, threads)[1] for r in front]
         ax.plot(xs, ys, "-", color="tab:green", linewidth=1.5, label=f"{precision} Pareto frontier")
-        for r, x, y in zip(front, xs, ys):
-            ax.annotate(r["variant"], (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
     if budget_ms is not None:
         ax.axvline(budget_ms, color="tab:red", linestyle="--", linewidth=1, label=f"budget {budget_ms:g} ms")
     ax.set_xscale("log")
+    ax.margins(x=0.08, y=0.1)  # room for the labels of the outermost points
     ax.set_xlabel(f"median latency (ms, batch 1, {threads} thread{'s' if threads != 1 else ''})")
     ax.set_ylabel("top-1 accuracy of the .tflite file (%)")
     ax.grid(True, which="both", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:  # nothing measured yet: no legend
         ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title)
+    if front:  # last: the boxes of the labels depend on the final axes
+        _label_points(ax, [(r["variant"], x, y) for r, x, y in zip(front, xs, ys)], markers)
     fig.tight_layout()
     return fig
+
+
+# Label positions tried in turn (offset in points, horizontal and vertical alignment). Up-left first:
+# no variant is faster and more accurate than a frontier point, so that corner holds no marker.
+_LABEL_SPOTS = [((-4, 4), "right", "bottom"), ((4, -4), "left", "top"), ((4, 4), "left", "bottom"),
+                ((-4, -4), "right", "top"), ((-4, 14), "right", "bottom"), ((4, -14), "left", "top")]
+
+
+def _label_points(ax: Any, points: list[tuple[str, float, float]], markers: list[tuple[float, float]]) -> None:
+    """Annotate each (text, x, y) at the spot of :data:`_LABEL_SPOTS` that leaves the axes least and
+    covers the fewest labels placed before it and markers (x, y); ties go to the earlier spot."""
+    renderer = ax.figure.canvas.get_renderer()
+    ax.figure.tight_layout()  # the final layout, so the boxes measured are the ones drawn
+    inside, placed = ax.get_window_extent(renderer), []
+    dots = ax.transData.transform(markers) if markers else []
+
+    def cost(box: Any) -> int:
+        outside = not (box.x0 >= inside.x0 and box.x1 <= inside.x1 and box.y0 >= inside.y0 and box.y1 <= inside.y1)
+        covered = sum(box.x0 - 4 <= dx <= box.x1 + 4 and box.y0 - 4 <= dy <= box.y1 + 4 for dx, dy in dots)
+        return 100 * outside + 10 * sum(box.overlaps(b) for b in placed) + covered
+
+    for text, x, y in points:
+        best = None
+        for offset, ha, va in _LABEL_SPOTS:
+            label = ax.annotate(text, (x, y), fontsize=7, xytext=offset, textcoords="offset points", ha=ha, va=va)
+            box = label.get_window_extent(renderer)
+            if best is None or cost(box) < best[0]:
+                if best:
+                    best[1].remove()
+                best = (cost(box), label, box)
+            else:
+                label.remove()
+            if best[0] == 0:
+                break
+        placed.append(best[2])
 
 
 def write_plot(rows: list[dict], path: Path, threads: int, budget_ms: float | None = None,

@@ -73,6 +73,10 @@ def plan_epochs(cfg: TrainConfig, budget_s: float) -> BudgetPlan:
     step_s = time_step(model, cfg, (cfg.batch_size, data.in_chans, res, res), data.num_classes,
                        resolve_device(cfg.device))
     steps = max(1, len(data.split("train")) // cfg.batch_size)
-    epochs = max(1, int(budget_s // (steps * step_s)))
     return BudgetPlan(budget_s=budget_s, step_s=step_s, steps_per_epoch=steps, batch_size=cfg.batch_size,
-                      epochs=epochs)
+                      epochs=epochs_within(budget_s, steps, step_s))
+
+
+def epochs_within(budget_s: float, steps_per_epoch: int, step_s: float) -> int:
+    """Whole epochs of ``steps_per_epoch`` steps of ``step_s`` seconds within ``budget_s`` seconds, at least 1."""
+    return max(1, int(budget_s // (steps_per_epoch * step_s)))
