@@ -18,6 +18,7 @@ whole run's wall time, on a machine that may be shared: the 1-minute load averag
 
     PYTHONPATH=$PWD python benchmarks/studies/train_defaults.py --label after
     PYTHONPATH=/path/to/main python benchmarks/studies/train_defaults.py --label before --models mobilenet_v2
+    python benchmarks/studies/train_defaults.py --trial lr16_64 --set lr=0.008 --threads 2   # one recipe trial
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.append(str(ROOT))  # run as a script: benchmarks.* from this checkout unless PYTHONPATH names another
 
 # family -> (model, knobs): the family's smallest member
 FAMILY_MODELS = {
@@ -55,8 +55,8 @@ FAMILY_MODELS = {
 COMMAND = "python benchmarks/studies/train_defaults.py --label LABEL [--models FAMILIES]"
 
 
-def run_one(model: str, knobs: dict, data: str, out: Path, threads: int) -> dict:
-    """Train one epoch with the defaults; the row of the results table."""
+def run_one(model: str, knobs: dict, data: str, out: Path, threads: int, overrides: dict | None = None) -> dict:
+    """Train one epoch with the defaults (and ``overrides``: TrainConfig fields); the row of the results table."""
     import torch
 
     from edgecnn.models import get_spec
@@ -64,7 +64,8 @@ def run_one(model: str, knobs: dict, data: str, out: Path, threads: int) -> dict
 
     torch.set_num_threads(threads)
     start = time.perf_counter()
-    cfg = TrainConfig(model=model, knobs=knobs, data=data, out=str(out), epochs=1, val_split=0, workers=0)
+    cfg = TrainConfig(model=model, knobs=knobs, data=data, out=str(out), epochs=1, val_split=0, workers=0,
+                      **(overrides or {}))
     result = train(cfg, overwrite=True, progress=False)
     row = result.history[-1]
     return {"family": get_spec(model).family, "model": model, "knobs": knobs, "res": result.preprocess.res,
@@ -127,8 +128,8 @@ def write_markdown(path: Path, doc: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.measure import machine_info
-    from benchmarks.train_fashion_mnist import subset_folder
+    from edgecnn.benchmarks.measure import machine_info
+    from edgecnn.data.datasets import subset_folder
     from edgecnn.io import write_text
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -141,7 +142,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref", default=None, help="what the edgecnn imported is (default: its git commit)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the CPU is shared)")
     p.add_argument("--results", type=Path, default=ROOT / "benchmarks/results/train_defaults.json")
+    p.add_argument("--trial", help="run one trial instead: MobileNetV2 0.35, one epoch of all 60k images, with the "
+                   "--set overrides; recorded under 'Trials' (a re-run of the name replaces it)")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                   help="a TrainConfig override of the trial, e.g. --set lr=0.008 --set batch_size=64")
     args = p.parse_args(argv)
+    if args.trial:
+        return run_trial(args)
 
     machine = machine_info()
     full = set(args.full.split(","))
@@ -173,6 +180,25 @@ def main(argv: list[str] | None = None) -> int:
             write_text(args.results, json.dumps(doc, indent=1) + "\n")
             write_markdown(args.results.with_suffix(".md"), {**doc, "runs": [r for r in doc["runs"] if "error" not in r]})
             shutil.rmtree(Path(tmp) / model, ignore_errors=True)
+    return 0
+
+
+def run_trial(args: argparse.Namespace) -> int:
+    """One recipe trial (see ``--trial``), appended to the results' trials table."""
+    from edgecnn.benchmarks.measure import machine_info
+    from edgecnn.io import write_text
+
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    with tempfile.TemporaryDirectory(prefix="train_trial-") as tmp:
+        row = run_one("mobilenet_v2", {"alpha": 0.35}, "fashion-mnist", Path(tmp), args.threads, overrides)
+    trial = {"name": args.trial, "overrides": overrides, "res": row["res"], "batch_size": row["config"]["batch_size"],
+             "test_top1": row["test_top1"], "train_seconds": row["train_seconds"], "edgecnn": _edgecnn_commit(),
+             "torch_threads": args.threads, "load_1min": machine_info()["load_1min"]}
+    print(json.dumps(trial), flush=True)
+    doc = json.loads(args.results.read_text())
+    doc["trials"]["runs"] = [t for t in doc["trials"]["runs"] if t["name"] != args.trial] + [trial]
+    write_text(args.results, json.dumps(doc, indent=1) + "\n")
+    write_markdown(args.results.with_suffix(".md"), {**doc, "runs": [r for r in doc["runs"] if "error" not in r]})
     return 0
 
 
