@@ -75,12 +75,12 @@ def int8_logits(model, calib: torch.Tensor, x: torch.Tensor, fused: bool, equali
 
 def study(name: str, args) -> dict:
     from edgecnn.data.transforms import Preprocess
-    from edgecnn.export import build_model
+    from edgecnn.pipelines.export import ModelRequest, build_model
     from edgecnn.paired import paired_difference
     from edgecnn.quantize.equalize import predict
     from edgecnn.quantize.report import output_metrics
 
-    model, *_ = build_model(name, {}, str(args.weights[name]), None, None)
+    model = build_model(ModelRequest(name, weights=str(args.weights[name]))).model
     pre = Preprocess.for_model(model, 224)
     calib, _ = photos(args.calib, pre, args.calib_samples)
     x, y = photos(args.eval, pre, args.eval_samples)
