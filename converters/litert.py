@@ -91,10 +91,15 @@ def float_io(int8_io_model: bytes) -> bytes:
     are pointed at them, so runtimes see an ordinary float-interface model.
     """
     import flatbuffers
+    import numpy as np
     from ai_edge_litert import schema_py_generated as tfl
 
     model = tfl.ModelT.InitFromPackedBuf(int8_io_model, 0)
     graph = model.subgraphs[0]
+    for buf in model.buffers or []:  # data stored after the flatbuffer (ai-edge-quantizer does): inline it,
+        if buf.offset > 1:           # since packing writes a new flatbuffer and drops what followed the old one
+            buf.data = np.frombuffer(int8_io_model, np.uint8, count=buf.size, offset=buf.offset)
+            buf.offset = buf.size = 0
 
     def opcode(builtin: int) -> int:
         for i, oc in enumerate(model.operatorCodes):
