@@ -62,6 +62,28 @@ def _ai_edge_quantize(float_model: bytes, precision: str) -> bytes:
     return bytes(q.quantize().quantized_model)
 
 
+def ai_edge_static_int8(float_model: bytes, calib: Sequence, num_threads: int = 1) -> bytes:
+    """Full int8 by ai-edge-quantizer's ``static_wi8_ai8`` recipe (per-channel int8 weights, int8
+    activations on min/max ranges) on a float32 ``.tflite`` of one input.
+
+    ``calib``: the calibration images as that file takes them (each (H, W, C) or (C, H, W) float32,
+    batch dimension left out). ai-edge-quantizer writes int8 I/O; the file gets float I/O back
+    (:func:`float_io`: QUANTIZE in, DEQUANTIZE out), the interface of edgecnn's own int8 files. This
+    is ai-edge-quantizer's own path, offered for comparison with edgecnn's PT2E int8.
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import quantizer, recipe
+
+    ((key, signature),) = Interpreter(model_content=float_model).get_signature_list().items()
+    (name,) = signature["inputs"]
+    q = quantizer.Quantizer(float_model)
+    q.load_quantization_recipe(recipe.static_wi8_ai8())
+    data = {key: [{name: np.asarray(x, dtype=np.float32)[None]} for x in calib]}
+    ranges = q.calibrate(data, num_threads=num_threads)
+    return float_io(bytes(q.quantize(ranges, enable_progress_report=False).quantized_model))
+
+
 def float_io(int8_io_model: bytes) -> bytes:
     """A fully quantised model with int8 I/O given float32 I/O: QUANTIZE in, DEQUANTIZE out.
 
@@ -69,10 +91,15 @@ def float_io(int8_io_model: bytes) -> bytes:
     are pointed at them, so runtimes see an ordinary float-interface model.
     """
     import flatbuffers
+    import numpy as np
     from ai_edge_litert import schema_py_generated as tfl
 
     model = tfl.ModelT.InitFromPackedBuf(int8_io_model, 0)
     graph = model.subgraphs[0]
+    for buf in model.buffers or []:  # data stored after the flatbuffer (ai-edge-quantizer does): inline it,
+        if buf.offset > 1:           # since packing writes a new flatbuffer and drops what followed the old one
+            buf.data = np.frombuffer(int8_io_model, np.uint8, count=buf.size, offset=buf.offset)
+            buf.offset = buf.size = 0
 
     def opcode(builtin: int) -> int:
         for i, oc in enumerate(model.operatorCodes):

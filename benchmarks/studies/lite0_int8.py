@@ -34,10 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from imagenet_photos import WEIGHTS, add_photo_args  # benchmarks/studies/, beside this script
+
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-ASSETS = Path.home() / ".cache" / "edgecnn" / "test-assets"
-WEIGHTS = {"mobilenet_v2": ASSETS / "mobilenet_v2-b0353104.pth",
-           "efficientnet_lite0": ASSETS / "efficientnet-lite0-57934424.pth"}
 RECIPES = {"before": (False, True), "before_plain": (False, False), "after": (True, True), "after_plain": (True, False)}
 
 
@@ -75,12 +74,12 @@ def int8_logits(model, calib: torch.Tensor, x: torch.Tensor, fused: bool, equali
 
 def study(name: str, args) -> dict:
     from edgecnn.data.transforms import Preprocess
-    from edgecnn.export import build_model
+    from edgecnn.pipelines.export import ModelRequest, build_model
     from edgecnn.paired import paired_difference
     from edgecnn.quantize.equalize import predict
     from edgecnn.quantize.report import output_metrics
 
-    model, *_ = build_model(name, {}, str(args.weights[name]), None, None)
+    model = build_model(ModelRequest(name, weights=str(args.weights[name]))).model
     pre = Preprocess.for_model(model, 224)
     calib, _ = photos(args.calib, pre, args.calib_samples)
     x, y = photos(args.eval, pre, args.eval_samples)
@@ -121,11 +120,7 @@ def markdown(doc: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--calib", type=Path, required=True, help="flat folder of <wnid>_*.JPEG calibration photos")
-    p.add_argument("--eval", type=Path, required=True, help="flat folder of <wnid>_*.JPEG evaluation photos")
-    p.add_argument("--calib-samples", type=int, default=250)
-    p.add_argument("--eval-samples", type=int, default=250)
-    p.add_argument("--models", default=",".join(WEIGHTS))
+    add_photo_args(p)
     p.add_argument("--recipes", default="before,after", help=f"comma list of {', '.join(RECIPES)}")
     p.add_argument("--simulate", action="store_true", help="int8 logits from the PT2E graph, not the .tflite")
     p.add_argument("--threads", type=int, default=2)

@@ -193,10 +193,9 @@ def int8_latency(model, args) -> dict:
 
     import edgecnn
     from edgecnn.benchmarks.measure import Protocol
-    from edgecnn.benchmarks.runtimes import run_point
-    from edgecnn.benchmarks.sweep import make_points
     from edgecnn.data.calibration import calibration_images
     from edgecnn.data.transforms import Preprocess
+    from edgecnn.pipelines.bench import alternating_latency
     from edgecnn.quantize.equalize import equalize_model
 
     pp = Preprocess.for_model(model, 224)
@@ -210,14 +209,11 @@ def int8_latency(model, args) -> dict:
         for i, (name, (m, converter, method)) in enumerate(recipes.items()):
             r = edgecnn.export(m, quantize="int8", converter=converter, calib_method=method,
                                calib_samples=args.calib, out=Path(tmp) / str(i), progress=False, measure=False)
-            rows[name] = {"path": r.files[0]["path"], "bytes": r.files[0]["bytes"], "ms": []}
-        for _ in range(args.latency_rounds):  # alternate files so drifts in machine load hit all of them
-            for row in rows.values():
-                [point] = make_points("litert", [args.latency_threads], Protocol(num_runs=100), path=row["path"])
-                got = run_point(point)
-                if got.get("status") != "ok":
-                    raise SystemExit(f"{row['path']}: {got.get('error')}")
-                row["ms"].append(got["median_ms"])
+            rows[name] = {"path": r.files[0]["path"], "bytes": r.files[0]["bytes"]}
+        timing = alternating_latency([row["path"] for row in rows.values()], rounds=args.latency_rounds,
+                                     threads=args.latency_threads, protocol=Protocol(num_runs=100))
+        for row in rows.values():
+            row["ms"] = timing[row["path"]]["ms"]
     base = statistics.median(next(iter(rows.values()))["ms"])
     print(f"int8 MobileNetV2 1.0/224 latency, LiteRT {args.latency_threads} threads, median of "
           f"{args.latency_rounds} alternating rounds:")

@@ -224,3 +224,26 @@ def bench_files(paths: list[str | os.PathLike], target: str | Target = "local", 
                 protocol: Protocol = Protocol(), **options) -> list[dict]:
     """The rows of :func:`bench` for model files on one target (``options``: :func:`bench`'s others)."""
     return bench(paths, target, threads=threads, protocol=protocol, **options).rows
+
+
+def alternating_latency(paths: list[str | os.PathLike], rounds: int = 3, threads: int = 1,
+                        protocol: Protocol = Protocol(), target: str | Target = "local",
+                        runtime: str = "litert") -> dict[str, dict]:
+    """Median latency (ms) of each model file on ``runtime`` over ``rounds`` rounds that alternate the
+    files (a drift in machine load hits all of them), one process per measurement (:func:`bench_files`).
+
+    Returns ``{path: {"ms": [median ms of each round], "median_ms": median of those}}`` keyed by the
+    paths as given; a file that does not run raises :class:`EdgeCNNError`.
+    """
+    import statistics
+
+    keys = {str(Path(p).resolve()): str(p) for p in paths}
+    out: dict[str, dict] = {str(p): {"ms": []} for p in paths}
+    for _ in range(rounds):
+        for row in bench_files(list(paths), target, threads=[threads], protocol=protocol, runtimes=[runtime]):
+            if row.get("status") != "ok":
+                raise EdgeCNNError(f"{row.get('path')}: {row.get('error') or row.get('status')}")
+            out[keys[str(Path(row["path"]).resolve())]]["ms"].append(row["median_ms"])
+    for entry in out.values():
+        entry["median_ms"] = statistics.median(entry["ms"])
+    return out
