@@ -193,3 +193,36 @@ def test_per_layer_report_pairs_a_conv_before_an_in_place_silu_with_its_int8_out
     # measured 39-48 dB on these 8-bit tensors (the stem conv: 38 dB); a mismatched pair is near 0 dB
     assert min(convs.values()) > 25, convs
     assert ("block.block.2", "mul") in layers  # the squeeze-excite gate multiply is reported too
+
+
+def test_lenet5_rbf_head_is_the_squared_distance_and_reloads_its_constants():
+    from edgecnn.models import create_model
+
+    model = create_model("lenet5").eval()
+    head = model.output
+    x = torch.randn(6, 84, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(head(x), -torch.cdist(x, head.centers) ** 2, rtol=1e-4, atol=1e-4)
+    other = create_model("lenet5")
+    with torch.no_grad():
+        other.output.centers.neg_()
+        other.output._derive()
+    other.load_state_dict(model.state_dict())  # the derived weights follow the loaded centres
+    assert torch.equal(other.output._weight, head._weight) and torch.equal(other.output._bias, head._bias)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("convert")
+def test_lenet5_converts_to_an_all_integer_litert_file(tmp_path):
+    """The RBF output layer (-||x - c||^2) was 5 float ops (SUM, SUB, then SOFTMAX after them)."""
+    from edgecnn.converters.inspect import inspect_tflite
+    from edgecnn.converters.litert import _pt2e_int8
+    from edgecnn.models import create_model
+
+    model = create_model("lenet5").eval()
+    calib = torch.rand(16, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    path = tmp_path / "lenet5_int8.tflite"
+    path.write_bytes(_pt2e_int8(model, calib, "nhwc", "minmax"))
+    info = inspect_tflite(path)
+    # no float op and no DEQUANTIZE (QUANTIZE int8 -> int8 re-scales are integer ops)
+    assert info["float_ops"] == 0 and info["dequantize"] == 0, info["float_op_names"]

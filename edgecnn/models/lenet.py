@@ -21,6 +21,7 @@ from __future__ import annotations
 import random
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edgecnn.models.layers import init_weights
@@ -80,17 +81,30 @@ def _channel_slices(channels: list[int]) -> list[tuple[int, int]]:
 
 
 class RBFOutput(nn.Module):
-    """Euclidean RBF units with fixed +-1 centres; returns -||x - centre||^2 per class (logits)."""
+    """Euclidean RBF units with fixed +-1 centres; returns -||x - centre||^2 per class (logits).
+
+    Computed as 2 x.c - ||c||^2 (one linear layer) plus -||x||^2 (a linear layer of -1s on x * x):
+    only linear, mul and add, which int8 quantisers cover (a SUM or SUB would stay float)."""
 
     def __init__(self, in_features: int, num_classes: int, seed: int = RBF_SEED) -> None:
         super().__init__()
         rng = random.Random(seed)
         codes = [[rng.choice((-1.0, 1.0)) for _ in range(in_features)] for _ in range(num_classes)]
         self.register_buffer("centers", torch.tensor(codes))
+        # derived constants, not saved: refreshed from ``centers`` whenever a state_dict is loaded
+        self.register_buffer("_weight", torch.empty(num_classes, in_features), persistent=False)
+        self.register_buffer("_bias", torch.empty(num_classes), persistent=False)
+        self.register_buffer("_minus_ones", -torch.ones(1, in_features), persistent=False)
+        self._derive()
+        self.register_load_state_dict_post_hook(lambda module, _keys: module._derive())
+
+    @torch.no_grad()
+    def _derive(self) -> None:
+        self._weight.copy_(2.0 * self.centers)
+        self._bias.copy_(-(self.centers * self.centers).sum(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = self.centers
-        return 2.0 * (x @ c.t()) - (x * x).sum(1, keepdim=True) - (c * c).sum(1)
+        return F.linear(x, self._weight, self._bias) + F.linear(x * x, self._minus_ones)
 
 
 def _subsample(chs: int, faithful: bool) -> nn.Sequential:
