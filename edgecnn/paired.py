@@ -50,7 +50,7 @@ def mcnemar_p(a_only: int, b_only: int) -> float:
     n, k = a_only + b_only, min(a_only, b_only)
     if n == 0:
         return 1.0
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2.0 ** n
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / (1 << n)  # exact integers: 2.0 ** n overflows past 1023
     return min(1.0, 2.0 * tail)
 
 

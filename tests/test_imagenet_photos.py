@@ -61,6 +61,8 @@ def test_mcnemar_exact_values():
     assert mcnemar_p(0, 6) == pytest.approx(2 / 64)  # all 6 flips one way: 2 * 0.5^6
     assert mcnemar_p(3, 3) == 1.0
     assert mcnemar_p(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
+    # over 1023 flips (a near-chance model on 10,000 images): 2.0 ** n overflowed, the row was lost
+    assert mcnemar_p(700, 700) == 1.0 and 0 <= mcnemar_p(500, 700) < 1e-6
 
 
 def test_paired_difference_counts_flips_and_brackets_the_difference():
