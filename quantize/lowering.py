@@ -21,7 +21,10 @@ Both are the same function in float (to the last bit or one rounding of the scal
   pre-clamp range would waste the grid, as for :func:`~edgecnn.quantize.ptq.annotate_conv_relu6`);
   the ``* (1/6)`` is an int8 MUL by an int8 constant;
 * ``hardswish`` (one int8 HARD_SWISH kernel) gets its input and output grids here instead of
-  borrowing its consumer's.
+  borrowing its consumer's;
+* ``softmax`` gets SOFTMAX's fixed int8 output grid (1/256, -128) whatever feeds it: litert-torch
+  annotates it only when its input node itself has an output grid, so after a flatten (SqueezeNet:
+  pool -> flatten -> softmax) it stayed float.
 
 The float model and the float graph kept for the per-layer report are not touched (the rewrite runs
 inside ``prepare_pt2e``); the last node of each rewrite keeps the original node's provenance, so the
@@ -40,6 +43,7 @@ SILU = (aten.silu.default, aten.silu_.default)
 HARDSIGMOID = (aten.hardsigmoid.default, aten.hardsigmoid_.default)
 HARDSWISH = (aten.hardswish.default, aten.hardswish_.default)
 SIGMOID = (aten.sigmoid.default, aten.sigmoid_.default)
+SOFTMAX = (aten._softmax.default, aten.softmax.int)
 ADD = (aten.add.Tensor, aten.add_.Tensor)
 MUL = (aten.mul.Tensor, aten.mul_.Tensor)
 CLAMPS = (aten.hardtanh.default, aten.hardtanh_.default)
@@ -114,7 +118,7 @@ def _is_relu6(node: object) -> bool:
 
 
 def annotate_gates(model: GraphModule, config, keep: Callable[[Node], bool]) -> None:
-    """Annotate sigmoid, mul-by-sigmoid, add -> ReLU6 and hardswish (see the module doc).
+    """Annotate sigmoid, softmax, mul-by-sigmoid, add -> ReLU6 and hardswish (see the module doc).
 
     Runs before litert-torch's own annotators, which skip what is annotated here. ``keep(node)``
     False leaves a node unannotated (``--keep-float``).
@@ -137,11 +141,13 @@ def annotate_gates(model: GraphModule, config, keep: Callable[[Node], bool]) -> 
     nodes = [n for n in model.graph.nodes if n.op == "call_function"]
     sigmoids = set()
     for node in nodes:
-        if node.target in SIGMOID and fixed is not None and isinstance(node.args[0], Node) and free([node]):
+        if node.target in SIGMOID + SOFTMAX and fixed is not None and isinstance(node.args[0], Node) \
+                and free([node]):
             node.meta["quantization_annotation"] = QuantizationAnnotation(
                 input_qspec_map={node.args[0]: act_in}, output_qspec=fixed, _annotated=True)
             _mark_nodes_as_annotated([node])
-            sigmoids.add(node)
+            if node.target in SIGMOID:
+                sigmoids.add(node)
         elif node.target in HARDSWISH and isinstance(node.args[0], Node) and free([node]):
             node.meta["quantization_annotation"] = QuantizationAnnotation(
                 input_qspec_map={node.args[0]: act_in}, output_qspec=act_out, _annotated=True)

@@ -226,3 +226,26 @@ def test_lenet5_converts_to_an_all_integer_litert_file(tmp_path):
     info = inspect_tflite(path)
     # no float op and no DEQUANTIZE (QUANTIZE int8 -> int8 re-scales are integer ops)
     assert info["float_ops"] == 0 and info["dequantize"] == 0, info["float_op_names"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("convert")
+def test_softmax_after_a_flatten_gets_its_int8_kernel(tmp_path):
+    """SqueezeNet's end (conv -> pool -> flatten -> softmax): litert-torch left the softmax float."""
+    from edgecnn.converters.inspect import inspect_tflite
+    from edgecnn.converters.litert import _pt2e_int8
+    from edgecnn.converters.tflite_runtime import TFLiteModel
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 10, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Softmax(dim=1)).eval()
+    calib = stack(PP, sample_photos(16, seed=0))
+    data = _pt2e_int8(model, calib, "nhwc", "minmax")
+    (tmp_path / "m.tflite").write_bytes(data)
+    info = inspect_tflite(tmp_path / "m.tflite")
+    assert info["float_ops"] == 0 and info["dequantize"] == 0 and info["ops"]["SOFTMAX"] == 1, info["ops"]
+    x = stack(PP, sample_photos(24, seed=3)[16:])
+    with torch.no_grad():
+        ref = model(x).numpy()
+    out = TFLiteModel(data).predict(x)
+    assert abs(out - ref).max() < 3 / 256  # SOFTMAX's int8 grid is 1/256
