@@ -33,11 +33,21 @@ def test_unset_flags_take_the_family_recipe(model, epochs):
     assert (cfg.optimizer, cfg.batch_size, cfg.label_smoothing) == (
         recipe.optimizer, recipe.batch_size, recipe.label_smoothing)
     assert cfg.warmup_epochs == pytest.approx(recipe.warmup * epochs)  # a fraction of the run, not fixed epochs
-    assert cfg.peak_lr == pytest.approx(recipe.lr * recipe.batch_size / 256)
-    assert cfg.decay == recipe.weight_decay
     short = epochs <= SHORT_RUN_EPOCHS
+    lr = recipe.short_lr if short and recipe.short_lr else recipe.lr
+    assert cfg.peak_lr == pytest.approx(lr * recipe.batch_size / 256)
+    assert cfg.decay == recipe.weight_decay
     assert cfg.crop_scale == (SHORT_RUN["crop_scale"] if short else recipe.crop_scale)
     assert cfg.ema_decay is None and cfg.random_erase == 0  # off by default, short runs included
+
+
+def test_short_runs_from_scratch_take_the_short_run_rate_and_fine_tuning_does_not():
+    recipe = recipe_for("mobilenet_v2")
+    assert recipe.short_lr and recipe.short_lr > recipe.lr
+    one = _config("mobilenet_v2", "--data", "fashion-mnist", "--epochs", "1")
+    assert one.peak_lr == pytest.approx(recipe.short_lr * recipe.batch_size / 256)
+    tuned = _config("mobilenet_v2", "--data", "fashion-mnist", "--epochs", "1", "--pretrained", "imagenet")
+    assert tuned.peak_lr == pytest.approx(recipe.lr * recipe.batch_size / 256)
 
 
 def test_explicit_flags_override_the_recipe():

@@ -8,7 +8,7 @@ from typing import Any
 from edgecnn import limits as L
 from edgecnn.errors import EdgeCNNError
 from edgecnn.schema import REQUIRED, Doc, check_knobs
-from edgecnn.train.recipes import recipe_defaults, recipe_for
+from edgecnn.train.recipes import SHORT_RUN_EPOCHS, recipe_defaults, recipe_for
 
 OPTIMIZERS = ("sgd", "adamw")
 # for an optimizer other than the family recipe's (see edgecnn.train.recipes)
@@ -93,7 +93,9 @@ class TrainConfig:
         if self.lr is not None:
             return self.lr
         recipe = recipe_for(self.model)
-        per_256 = recipe.lr if self.optimizer == recipe.optimizer else DEFAULT_LR[self.optimizer]
+        short = recipe.short_lr and self.epochs <= SHORT_RUN_EPOCHS and not self.pretrained
+        per_256 = (recipe.short_lr if short else recipe.lr) if self.optimizer == recipe.optimizer \
+            else DEFAULT_LR[self.optimizer]
         return per_256 * self.batch_size / 256
 
     @property

@@ -21,7 +21,9 @@ class Recipe:
     ``small_res`` (pixels) is the input size of images smaller than the model's default resolution
     (28 px Fashion-MNIST, 32 px CIFAR-10): they are upscaled to it (never downscaled).
     ``crop_scale`` is the smallest random crop (fraction of the image area) of runs longer than
-    :data:`SHORT_RUN_EPOCHS`; shorter runs take :data:`SHORT_RUN` instead.
+    :data:`SHORT_RUN_EPOCHS`; shorter runs take :data:`SHORT_RUN` instead. ``short_lr``: the peak
+    learning rate per 256 images of runs of at most :data:`SHORT_RUN_EPOCHS` epochs from random
+    weights (None: ``lr``); fine-tuning keeps ``lr``.
     """
 
     optimizer: str
@@ -32,6 +34,7 @@ class Recipe:
     small_res: int
     crop_scale: float
     label_smoothing: float
+    short_lr: float | None = None
 
 
 # Networks with BatchNorm: AdamW at 0.008 per 256 images, warm-up 10% of the steps, batch 128. Measured on
@@ -47,7 +50,10 @@ _NO_NORM = replace(_BN, lr=0.002)
 # per epoch over 32 px (benchmarks/studies/train_fashion_mnist.py's trials) for ~1.5x the time per image; at 64 px
 # it reached 84.2% in one epoch against 83.0% at 48 px (1.8x the pixels). MobileNetV3-Small at 48 px: 86.0%.
 _MOBILE = replace(_BN, small_res=48)
-_MOBILE_V2 = replace(_BN, small_res=64)
+# One 60k-image epoch of MobileNetV2 0.35 at 64 px (benchmarks/results/train_defaults.md, trials), by
+# peak lr per 256 images: 0.008 84.2%, 0.016 85.5%, 0.032 87.1%, 0.064 87.8%, 0.128 87.8% (0.064 at
+# batch 64: 87.5%). Short runs take 0.064, the low end of the plateau; longer ones keep 0.008.
+_MOBILE_V2 = replace(_BN, small_res=64, short_lr=0.064)
 # Transformers train with AdamW and decay 0.05 in their papers (ViT, DeiT, MobileViT); attention without
 # pretraining is unstable at the BatchNorm rate, so the LayerNorm rate; not tuned on a short run.
 _TRANSFORMER = replace(_NO_NORM, weight_decay=0.05)
