@@ -39,7 +39,8 @@ default recipe per model family (edgecnn.train.recipes): a flag you pass wins ov
 256 images of the batch (scaled linearly with --batch-size), for the recipe's optimizer (another
 optimizer: sgd 0.1, weight decay 5e-5; adamw 0.002, 0.05); warmup is the fraction of the run's steps
 (then cosine to 0); small_res is the input size of images smaller than the model's default (28 px
-Fashion-MNIST, 32 px CIFAR-10); runs of at most {short} epochs use {short_run} (they underfit: flips only).
+Fashion-MNIST, 32 px CIFAR-10); runs of at most {short} epochs use {short_run} (they underfit: flips only)
+and, from random weights, short_lr instead of lr where a family has one.
 {table}"""
 
 
