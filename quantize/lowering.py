@@ -26,6 +26,13 @@ Both are the same function in float (to the last bit or one rounding of the scal
   annotates it only when its input node itself has an output grid, so after a flatten (SqueezeNet:
   pool -> flatten -> softmax) it stayed float.
 
+A BatchNorm that follows no conv (DenseNet's pre-activation ``concat -> BN -> ReLU -> conv``) is not
+folded by ``prepare_pt2e`` and no annotator knows it: the converter wrote it as four float ops (SUB,
+MUL, MUL, ADD), 248 in DenseNet-121's int8 file. :func:`batch_norms_as_depthwise` rewrites each such
+eval-mode BatchNorm into the per-channel affine map it is, a 1x1 depthwise conv (weight
+``gamma / sqrt(var + eps)``, bias ``beta - mean * weight``): an int8 DEPTHWISE_CONV_2D with one
+per-channel weight each (exact on its int8 grid), the ReLU after it fused.
+
 The float model and the float graph kept for the per-layer report are not touched (the rewrite runs
 inside ``prepare_pt2e``); the last node of each rewrite keeps the original node's provenance, so the
 report pairs ``silu``/``hardsigmoid`` in float with its int8 replacement.
@@ -33,6 +40,7 @@ report pairs ``silu``/``hardsigmoid`` in float with its int8 replacement.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -105,6 +113,59 @@ def decompose_gates(gm: GraphModule) -> int:
                 user.replace_input_with(x, out)
         node.replace_all_uses_with(out)
         gm.graph.erase_node(node)
+        rewritten += 1
+    if rewritten:
+        gm.graph.lint()
+        gm.recompile()
+    return rewritten
+
+
+BATCH_NORM = aten.batch_norm.default
+
+
+def _attr(gm: GraphModule, node: Node) -> torch.Tensor:
+    """The tensor a ``get_attr`` node reads."""
+    return functools.reduce(getattr, node.target.split("."), gm)
+
+
+def batch_norms_as_depthwise(gm: GraphModule) -> int:
+    """Rewrite every eval-mode 4-D ``batch_norm`` left in ``gm`` as a 1x1 depthwise conv (in place).
+
+    Runs after ``prepare_pt2e`` folded the BatchNorms that follow a conv, so what is left stands
+    alone. Training-mode BatchNorms (QAT) are left as they are. Returns how many were rewritten.
+    """
+    from torchao.quantization.pt2e.utils import get_new_attr_name_with_prefix
+
+    rewritten = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target != BATCH_NORM:
+            continue
+        x, *tensors, training, _, eps = node.args[:8]
+        weight, bias, mean, var = tensors
+        val = node.meta.get("val")
+        if training or not isinstance(val, torch.Tensor) or val.dim() != 4 \
+                or not all(isinstance(a, Node) and a.op == "get_attr" for a in (mean, var)):
+            continue
+        with torch.no_grad():
+            weight, bias, mean, var = (None if a is None else _attr(gm, a) for a in tensors)
+            scale = torch.rsqrt(var + eps) * (1.0 if weight is None else weight)
+            shift = (0.0 if bias is None else bias) - mean * scale
+        channels = scale.numel()
+        attrs = []
+        with gm.graph.inserting_before(node):
+            for prefix, value in (("_edgecnn_bn_weight_", scale.reshape(channels, 1, 1, 1)),
+                                  ("_edgecnn_bn_bias_", shift.reshape(channels))):
+                name = get_new_attr_name_with_prefix(prefix)(gm)
+                gm.register_buffer(name, value.detach().clone())
+                attr = gm.graph.get_attr(name)
+                attr.meta["val"] = val.new_empty(value.shape)
+                attrs.append(attr)
+            conv = _insert(gm, aten.conv2d.default, (x, *attrs, [1, 1], [0, 0], [1, 1], channels), node,
+                           last=True)
+        node.replace_all_uses_with(conv)
+        gm.graph.erase_node(node)
+        for stale in (a for a in tensors if isinstance(a, Node) and not a.users):
+            gm.graph.erase_node(stale)
         rewritten += 1
     if rewritten:
         gm.graph.lint()

@@ -51,7 +51,7 @@ from torch.fx import GraphModule, Node
 
 from edgecnn.console import progress_range
 from edgecnn.errors import EdgeCNNError
-from edgecnn.quantize.lowering import annotate_gates, decompose_gates
+from edgecnn.quantize.lowering import annotate_gates, batch_norms_as_depthwise, decompose_gates
 from edgecnn.quantize.methods import (AUTO_CANDIDATES, AUTO_HOLDOUT, DEFAULT_METHOD, DEFAULT_ROUNDING,  # noqa: F401
                                       METHODS, MIN_AUTO_IMAGES, MIN_CALIB_IMAGES, ROUNDINGS)
 from edgecnn.quantize.observers import PercentileObserver
@@ -155,6 +155,7 @@ class EdgeQuantizer(PT2EQuantizer):
 
     def transform_for_annotation(self, model: GraphModule) -> GraphModule:
         decompose_gates(model)  # silu, hardsigmoid -> ops with int8 kernels, before scalars become attrs
+        batch_norms_as_depthwise(model)  # BatchNorms no conv absorbed -> int8 depthwise convs
         return super().transform_for_annotation(model)
 
     def _annotate_for_static_quantization_config(self, model: GraphModule) -> GraphModule:

@@ -37,6 +37,10 @@ def _model(kind: str) -> nn.Module:
     if kind == "hardsigmoid_se":  # MobileNetV3: hard-swish MBConv, SE gated by a hard-sigmoid
         block = MBConv(16, 48, 16, 3, 1, nn.Hardswish, se_chs=16, se_gate=nn.Hardsigmoid)
         model = Tiny(block, nn.Hardswish)
+    elif kind == "dense":  # DenseNet: concat -> BN -> ReLU -> conv (pre-activation), then a transition
+        from edgecnn.models.densenet import DenseBlock, Transition
+
+        model = Tiny(nn.Sequential(DenseBlock(2, 16, 8, 2, 0.0), Transition(32, 16)), nn.ReLU)
     elif kind == "silu":  # conv -> SiLU
         model = Tiny(ConvBNAct(16, 16, 3, act_layer=nn.SiLU), nn.SiLU)
     else:  # EfficientNet: SiLU MBConv, SE with a SiLU inside, gated by a sigmoid
@@ -49,6 +53,7 @@ def _model(kind: str) -> nn.Module:
                 m.running_mean.uniform_(-0.5, 0.5)
                 m.running_var.uniform_(0.5, 2.0)
                 m.bias.uniform_(-1.0, 1.0)
+                m.weight.uniform_(0.5, 2.0)
     return model
 
 
@@ -249,3 +254,48 @@ def test_softmax_after_a_flatten_gets_its_int8_kernel(tmp_path):
         ref = model(x).numpy()
     out = TFLiteModel(data).predict(x)
     assert abs(out - ref).max() < 3 / 256  # SOFTMAX's int8 grid is 1/256
+
+
+def test_standalone_batch_norms_become_depthwise_convs_with_the_same_outputs():
+    """Only the BatchNorms no conv absorbed are rewritten (2 dense layers' norm1 + the transition's)."""
+    from torchao.quantization.pt2e.utils import _fuse_conv_bn_
+
+    from edgecnn.quantize.lowering import batch_norms_as_depthwise
+    from edgecnn.quantize.ptq import export_for_quantization
+
+    model = _model("dense")
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    graph, _ = export_for_quantization(model, x[:1])
+    _fuse_conv_bn_(graph)  # what prepare_pt2e does first: conv -> BN folded, stem.1 and norm2 gone
+    assert batch_norms_as_depthwise(graph) == 3
+    assert torch.ops.aten.batch_norm.default not in _targets(graph)
+    depthwise = [n for n in graph.graph.nodes if n.target == torch.ops.aten.conv2d.default and n.args[-1] != 1]
+    assert sorted(n.args[-1] for n in depthwise) == [16, 24, 32]  # groups = channels
+    with torch.no_grad():
+        for i in range(len(x)):
+            torch.testing.assert_close(graph(x[i:i + 1]), model(x[i:i + 1]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("convert")
+def test_densenet_pre_activation_batch_norms_convert_to_int8_depthwise_convs(tmp_path):
+    """DenseNet-121's int8 file had 248 float ops (SUB, MUL, MUL, ADD per standalone BatchNorm)."""
+    from edgecnn.converters.inspect import inspect_tflite
+    from edgecnn.converters.litert import _pt2e_int8
+    from edgecnn.converters.tflite_runtime import TFLiteModel
+    from edgecnn.converters.verify import compare
+
+    model = _model("dense")
+    data = _pt2e_int8(model, stack(PP, sample_photos(16, seed=0)), "nhwc", "minmax")
+    (tmp_path / "m.tflite").write_bytes(data)
+    info = inspect_tflite(tmp_path / "m.tflite")
+    assert info["float_ops"] == 0 and info["dequantize"] == 0, info["float_op_names"]
+    assert info["ops"]["DEPTHWISE_CONV_2D"] == 3, info["ops"]
+    ops = _fused_activations(data)
+    relu = __import__("ai_edge_litert.schema_py_generated", fromlist=["x"]).ActivationFunctionType.RELU
+    assert ops.count(("DEPTHWISE_CONV_2D", relu)) == 3, ops  # the ReLU after each is fused
+    x = stack(PP, sample_photos(40, seed=3)[16:])
+    with torch.no_grad():
+        ref = model(x).numpy()
+    c = compare(TFLiteModel(data).predict(x), ref)
+    assert c["cosine"] > 0.99 and c["top1_agreement"] >= 0.9, c
