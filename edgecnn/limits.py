@@ -121,6 +121,8 @@ WEIGHT_DECAY = Bound("weight decay", 0, 1)
 MOMENTUM = Bound("momentum", 0, 1, hi_open=True)
 EMA_DECAY = Bound("EMA decay", 0, 1, lo_open=True, hi_open=True)
 CLIP_GRAD = Bound("gradient norm", 0, 1e6, lo_open=True)
+# images run forward to recompute BatchNorm statistics (0: off); streamed, not held
+PRECISE_BN = Bound("precise-BN images", 0, 100_000_000, integer=True)
 
 # ---------------------------------------------------------------- benchmarks
 

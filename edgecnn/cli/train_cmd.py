@@ -114,6 +114,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     o.add_argument("--ema", type=bounded(L.EMA_DECAY), default=None, metavar="DECAY", dest="ema_decay",
                    help="keep an exponential moving average of the weights, evaluated and saved instead "
                         "of the raw ones (default off); e.g. --ema 0.999")
+    o.add_argument("--precise-bn", type=bounded(L.PRECISE_BN), default=None, metavar="N",
+                   help="before each evaluation, recompute BatchNorm running statistics from N fixed "
+                        "training images (default: 4096 while the running averages still weigh their "
+                        "initial values more than e^-5, as after a short run of MobileNetV3 or "
+                        "EfficientNet-Lite, whose momentum is 0.01; 0: never); e.g. --precise-bn 0")
     o.add_argument("--seed", type=bounded(L.SEED), default=0, metavar="S",
                    help="seed of initialisation, split, order and augmentation (default 0); e.g. --seed 1")
     f = p.add_argument_group("fine-tuning")
@@ -184,7 +189,8 @@ def build_config(args: argparse.Namespace):  # noqa: ANN201 (TrainConfig, import
         knobs=model_knobs(args), res=args.res, epochs=args.epochs or 10, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, label_smoothing=args.label_smoothing, clip_grad=args.clip_grad,
-        ema_decay=args.ema_decay, seed=args.seed, workers=args.workers, device=args.device, amp=args.amp,
+        ema_decay=args.ema_decay, precise_bn=args.precise_bn, seed=args.seed, workers=args.workers,
+        device=args.device, amp=args.amp,
         channels_last=args.channels_last, pretrained=args.pretrained, freeze_epochs=args.freeze_epochs,
         val_split=args.val_split, crop_scale=args.crop_scale, hflip=args.hflip,
         color_jitter=args.color_jitter, random_erase=args.random_erase, max_unreadable=args.max_unreadable,

@@ -17,6 +17,7 @@ DEFAULT_WD = {"sgd": 5e-5, "adamw": 0.05}
 BOUNDS = {"res": L.RES, "epochs": L.EPOCHS, "batch_size": L.BATCH_SIZE, "lr": L.LR, "momentum": L.MOMENTUM,
           "weight_decay": L.WEIGHT_DECAY, "warmup_epochs": L.WARMUP_EPOCHS, "min_lr_ratio": L.PROBABILITY,
           "label_smoothing": L.FRACTION, "clip_grad": L.CLIP_GRAD, "ema_decay": L.EMA_DECAY,
+          "precise_bn": L.PRECISE_BN,
           "dropout": L.FRACTION, "seed": L.SEED, "workers": L.WORKERS, "freeze_epochs": L.FREEZE_EPOCHS,
           "val_split": L.FRACTION, "crop_scale": L.CROP_SCALE, "color_jitter": L.FRACTION,
           "random_erase": L.PROBABILITY, "max_unreadable": L.FRACTION, "max_imbalance": L.RATIO,
@@ -45,6 +46,9 @@ class TrainConfig:
     label_smoothing: float | None = None
     clip_grad: float | None = None  # max global gradient L2 norm
     ema_decay: float | None = None  # e.g. 0.999; evaluates and saves the averaged weights
+    # training images whose statistics replace the BatchNorm running ones before each evaluation;
+    # None: 4096 while the running ones are stale (edgecnn.train.batchnorm), 0: never
+    precise_bn: int | None = None
     dropout: float | None = None  # None: the model's default
     seed: int = 0
     workers: int | None = None  # None: up to (CPU cores - 1), at most 8

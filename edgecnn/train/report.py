@@ -9,7 +9,7 @@ from pathlib import Path
 from edgecnn.io import atomic_path, write_text
 
 COLUMNS = ("epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
-           "train_images_per_s", "eval_images_per_s", "epoch_s", "best")
+           "train_images_per_s", "eval_images_per_s", "epoch_s", "precise_bn_images", "best")
 
 
 def write_metrics_csv(path: Path, history: list[dict]) -> Path:

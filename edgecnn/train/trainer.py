@@ -39,7 +39,7 @@ from edgecnn.io import atomic_path
 from edgecnn.models import create_model, get_spec
 from edgecnn.schema import Doc
 from edgecnn.signals import Interrupted, exit_status, handling
-from edgecnn.train import distributed
+from edgecnn.train import batchnorm, distributed
 from edgecnn.train.device import resolve_device
 from edgecnn.train.config import TrainConfig
 from edgecnn.train.evaluate import EvalResult, evaluate, torch_predictor
@@ -271,6 +271,7 @@ class _Run:
                                                  workers, pin, dist.shard)
         self.val_loader = eval_loader(self.data.split("val"), self.preprocess, cfg.eval_batch_size, workers, pin,
                                       dist.shard)
+        self.bn_loader = self._bn_loader(train_split, workers, pin)
         self.steps_per_epoch = len(train_split) // cfg.batch_size
         self.criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         self.optimizer = build_optimizer(self.model, cfg)
@@ -357,6 +358,43 @@ class _Run:
                               extra={"ema": self.ema is not None, "val_is_test": self.data.val_is_test,
                                      "train_config": self.cfg.to_dict(),
                                      "distributed": self.dist.meta(self.cfg.batch_size), **extra})
+
+    def _bn_loader(self, train_split, workers: int, pin: bool):
+        """The fixed training images (evaluation transform) that precise BN measures on: ``precise_bn``
+        of them (None: :data:`~edgecnn.train.batchnorm.PRECISE_BN_IMAGES`), a whole number of
+        global batches so every process runs as many batches (SyncBatchNorm's collectives)."""
+        want = batchnorm.PRECISE_BN_IMAGES if self.cfg.precise_bn is None else self.cfg.precise_bn
+        batch = self.dist.local_batch(self.cfg.batch_size)
+        n = min(want, len(train_split)) // self.cfg.batch_size * self.cfg.batch_size
+        if not n or not batchnorm.batch_norms(self.model):
+            return None
+        order = torch.randperm(len(train_split), generator=torch.Generator().manual_seed(self.cfg.seed))
+        return eval_loader(train_split.subset(order[:n].tolist()), self.preprocess, batch, workers, pin,
+                           self.dist.shard)
+
+    def _precise_bn(self) -> int:
+        """Recompute the statistics of the evaluated model's BatchNorms that trained (frozen ones keep
+        theirs) when ``precise_bn`` asks (None: while stale, from random weights only: fine-tuning
+        starts from the weights' own statistics); returns the images measured (per process), 0 when
+        skipped. The random state is put back (a loader draws its seed from it), so training
+        continues exactly as without it."""
+        steps = self.epoch * self.steps_per_epoch + self.step_in_epoch
+        names = batchnorm.updating(self.model)
+        auto = not self.cfg.pretrained and batchnorm.stale(self.model, steps)
+        if self.bn_loader is None or not names or (self.cfg.precise_bn is None and not auto):
+            return 0
+        task = self.progress.start("  batchnorm statistics", len(self.bn_loader))
+
+        def batches():
+            for x, _ in self.bn_loader:
+                yield x
+                self.progress.advance(task, 1)
+
+        state = rng_state()
+        seen = batchnorm.recompute(self.eval_model, batches(), self.device, names)
+        set_rng_state(state)
+        self.progress.stop(task)
+        return seen
 
     @property
     def eval_model(self) -> nn.Module:
@@ -447,6 +485,7 @@ class _Run:
             if self.step_in_epoch < self.steps_per_epoch:
                 self.progress.stop(task)
         p = self.dist.reduce_partial(p)  # every rank: the sums over all ranks
+        bn_images = self._precise_bn()
         self.dist.average_buffers(*dict.fromkeys([self.model, self.eval_model]))  # same order on every rank
         n = max(p["seen"], 1)
         val = self._evaluate(self.val_loader, "val")
@@ -454,7 +493,8 @@ class _Run:
                "train_loss": p["loss_sum"] / n, "train_top1": p["correct"] / n, "train_images": p["seen"],
                "val_loss": val.loss, "val_top1": val.top1, "val_top5": val.top5,
                "train_images_per_s": p["seen"] / max(p["seconds"], 1e-9),
-               "eval_images_per_s": val.images_per_s, "epoch_s": p["seconds"], "train_seconds": p["seconds"]}
+               "eval_images_per_s": val.images_per_s, "epoch_s": p["seconds"], "train_seconds": p["seconds"],
+               "precise_bn_images": bn_images * self.dist.world}
         self.progress.finish(task, f"epoch {row['epoch']}/{cfg.epochs}  val {100 * val.top1:.2f}%",
                              loss=row["train_loss"], acc=row["train_top1"], ips=row["train_images_per_s"])
         return row
