@@ -296,6 +296,45 @@ def test_quantize_builds_and_calibrates_once_and_exports_the_keep_float_file(mon
     assert result.mixed["file"] == mixed["path"] and result.mixed["verification"] == mixed["verification"]
 
 
+@pytest.mark.slow
+def test_keep_float_auto_builds_the_proposal_chosen_on_calibration_images(monkeypatch, tmp_path):
+    """--keep-float auto: the per-layer proposal, measured on calibration images (not the held-back
+    evaluation ones), becomes the mixed file, reported with its size and latency beside the int8 one;
+    no layer standing out means no mixed file. (Random weights propose 0-1 layers run to run, so the
+    proposal itself is replaced here; propose_keep_float has its own test.)"""
+    from edgecnn.errors import EdgeCNNError
+    from edgecnn.pipelines.quantize import QuantizeOptions, quantize
+    from edgecnn.quantize import ptq, report
+
+    calls, seen = [], []
+    real_pt2e, real_propose = ptq.quantize_pt2e, report.propose_keep_float
+    monkeypatch.setattr(ptq, "quantize_pt2e", lambda *a, **k: calls.append(tuple(k.get("keep_float", ())))
+                        or real_pt2e(*a, **k))
+    calib = _photos_folder(tmp_path / "calib", 30)
+    kw = dict(alpha=0.35, res=48, num_classes=10, calib_data=calib, calib_samples=16, method="minmax",
+              layer_images=2, keep_float=["auto"], progress=False)
+    proposals = [[], [{"layer": "features.1.conv.0.0", "op": "conv2d", "lost_db": 5.0}]]
+
+    def propose(layers, modules):  # the real proposal's input; then no layer, then one that lost 5 dB
+        seen.append(({l.name for l in layers}, real_propose(layers, modules)))
+        return proposals[0] if len(seen) <= 2 else proposals[1]
+
+    monkeypatch.setattr(report, "propose_keep_float", propose)
+    result = quantize("mobilenet_v2", out=tmp_path / "none", **kw)
+    assert result.fidelity.extra["keep_float_auto"] == {"chosen_on": "8 calibration images", "proposal": []}
+    assert result.mixed is None and calls == [()] and len(seen) == 2  # auto's call, then the report's
+    assert "features.1.conv.0.0" in seen[0][0]
+    calls.clear()
+    result = quantize("mobilenet_v2", out=tmp_path / "one", **kw)
+    assert calls == [(), ("model.features.1.conv.0.0",)]
+    assert result.fidelity.extra["keep_float_auto"]["proposal"] == proposals[1]
+    assert result.mixed["keep_float"] == ["features.1.conv.0.0"] and result.mixed["latency_ms"] > 0
+    assert result.mixed["int8_latency_ms"] > 0
+    assert [f["suffix"] for f in result.export.to_dict()["files"]] == ["int8", "int8_mixed"]
+    with pytest.raises(EdgeCNNError, match="auto chooses the layers itself"):
+        QuantizeOptions(calib_data=calib, keep_float=["auto", "classifier.1"])
+
+
 # ---------------------------------------------------------------- quantisation-aware training
 def test_unfolded_checkpoint_reproduces_the_folded_model():
     """BatchNorm folded for QAT goes back into the zoo architecture as an exact identity + bias."""

@@ -19,6 +19,8 @@ EPILOG = """examples:
   edgecnn quantize runs/fmnist/best.ckpt --calib-data data/train --method auto --json
   edgecnn quantize mobilenet_v2 --weights W.pth --calib-data imgs/ --method histogram --no-cle
   edgecnn quantize mobilenet_v2 --weights W.pth --calib-data imgs/ --keep-float classifier.1
+  edgecnn quantize runs/fmnist/best.ckpt --calib-data data/train --keep-float auto
+      also a mixed file with the (at most 2) layers that lose the most kept float, and its cost
   edgecnn quantize mobilenet_v2 --weights W.pth --calib-data imgs/ --rounding adaround
       AdaRound: each int8 weight rounded up or down to keep its layer's output (minutes of CPU)
   edgecnn quantize runs/fmnist-v1/best.ckpt --calib-data data/train --qat-epochs 2
@@ -76,8 +78,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "trained models, off for random weights, with --qat-epochs and with --rounding adaround")
     p.add_argument("--keep-float", action="append", default=[], metavar="LAYER",
                    help="also write NAME_int8_mixed.tflite with this layer in float (repeatable; names "
-                        "as in the per-layer table), verified and reported like the int8 file; "
-                        "e.g. --keep-float classifier.1")
+                        "as in the per-layer table), verified and reported like the int8 file, with its "
+                        "size and latency beside the int8 file's; 'auto': the layers the per-layer table "
+                        "proposes (at most 2 that lose >= 3 dB themselves, measured on calibration "
+                        "images); e.g. --keep-float classifier.1, --keep-float auto")
     q = p.add_argument_group("quantisation-aware training (when post-training int8 loses too much)")
     q.add_argument("--qat-epochs", type=bounded(L.EPOCHS), default=None, metavar="N",
                    help="fine-tune N epochs with fake-quantised int8 weights and activations, then convert "
@@ -147,6 +151,9 @@ def run(args: argparse.Namespace) -> int:
     f = result.export.files[0]
     print(f"int8 file: {f['path']} ({human_bytes(f['bytes'])}, {f['latency_ms']} ms median CPU latency, "
           f"verification {'passed' if (f['verification'] or {}).get('passed') else 'see report'})")
+    auto = result.fidelity.extra.get("keep_float_auto")
+    if auto is not None and not auto["proposal"]:
+        print(f"--keep-float auto: no layer lost >= 3 dB by itself on {auto['chosen_on']}; no mixed file")
     if result.mixed:
         m = result.mixed
         print(f"mixed precision ({', '.join(m['keep_float'])} in float): {m['file']}: "

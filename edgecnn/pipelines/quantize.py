@@ -14,6 +14,9 @@
    per-layer table comes from the same graph, so it describes the file.
 6. ``--keep-float LAYER``: a mixed-precision graph, exported beside it by the same export
    (``_int8_mixed``: metadata, verification, report entry), with its size, latency and fidelity.
+   ``--keep-float auto``: the layers of the per-layer proposal
+   (:func:`~edgecnn.quantize.report.propose_keep_float`), measured on calibration images so the
+   evaluation images judge the choice without having made it; no mixed file when none stands out.
 """
 
 from __future__ import annotations
@@ -181,7 +184,8 @@ class QuantizeOptions:
     measured, ``benchmarks/studies/quantize_fidelity.py``), off for random weights and with QAT;
     bias correction is also off by default with ``rounding="adaround"``, whose rounding already
     removes the mean output shift that it corrects.
-    ``keep_float``: layers (``model.named_modules()`` names) of an extra mixed-precision file.
+    ``keep_float``: layers (``model.named_modules()`` names) of an extra mixed-precision file, or
+    ``("auto",)``: the per-layer proposal's (chosen on the calibration images).
     ``qat_epochs`` > 0: quantisation-aware fine-tuning (:mod:`edgecnn.quantize.qat`) on
     ``train_data`` (default: the checkpoint's training data) replaces calibrated ranges by learned
     ones. ``io``, ``layout``, ``out`` and ``progress`` are the int8 export's (:class:`ExportOptions`).
@@ -210,6 +214,8 @@ class QuantizeOptions:
         from edgecnn.quantize.ptq import check_method, check_rounding
 
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        if AUTO in self.keep_float and len(self.keep_float) > 1:
+            raise EdgeCNNError("--keep-float auto chooses the layers itself; drop the layer names beside it")
         if self.method != "auto":
             check_method(self.method)
         check_rounding(self.rounding)
@@ -238,6 +244,9 @@ class QuantizeOptions:
         from edgecnn.quantize.methods import MIN_AUTO_IMAGES, MIN_CALIB_IMAGES
 
         return MIN_AUTO_IMAGES if self.method == "auto" else MIN_CALIB_IMAGES.get(self.method, 1)
+
+
+AUTO = "auto"  # --keep-float auto
 
 
 @dataclass
@@ -288,7 +297,8 @@ def quantize(model: str | Path | Any, *, options: QuantizeOptions | None = None,
         calib_set = _calibration_set(calib_files, built.preprocess, Path(tmp), opts.need)
         recipe = _recipe(opts, built, calib_set, train_data, times)
         with _timed(times, "calibrate"):
-            job, q, q_mixed = _calibrate(opts, built, recipe, calib_set, Path(tmp))
+            job, q, q_mixed, keep, auto = _calibrate(opts, built, recipe, calib_set, Path(tmp))
+            opts = dataclasses.replace(opts, keep_float=keep)
         with _timed(times, "export"):
             exported = export(dataclasses.replace(built, model=recipe.model), options=_export_options(
                 opts, built, recipe.method, calib_dir=Path(tmp), n=len(calib_files), quantized=q, mixed=q_mixed))
@@ -297,6 +307,8 @@ def quantize(model: str | Path | Any, *, options: QuantizeOptions | None = None,
         fid = _fidelity(opts, built, recipe, q, exported, evalset, eval_inputs, calib_set.source,
                         "model." if job.graph() is not recipe.model else "")
         mixed = _mixed_entry(opts, built, exported, evalset, eval_inputs) if q_mixed is not None else None
+    if auto is not None:
+        fid.extra["keep_float_auto"] = auto
     files = {k: str(v) for k, v in write_report(fid, exported.out_dir).items()}
     if recipe.tuned:
         files["checkpoint"] = str(save_qat_checkpoint(built.model, built.meta, built.preprocess, recipe.tuned,
@@ -382,7 +394,7 @@ def _recipe(opts: QuantizeOptions, built: Any, calib_set: Any, train_data: str |
 def _calibrate(opts: QuantizeOptions, built: Any, recipe: _Recipe, calib_set: Any, scratch: Path) -> tuple[Any, Any, Any]:
     """The one PT2E calibration of the graph the file holds (pixel input, logits; QAT's learned one
     instead), and the ``--keep-float`` graph. Returns (the job describing that graph, int8 graph,
-    mixed graph or None)."""
+    mixed graph or None, the layers kept float, ``--keep-float auto``'s choice or None)."""
     from edgecnn.converters.base import ConvertJob
     from edgecnn.quantize.ptq import quantize_pt2e
 
@@ -392,10 +404,23 @@ def _calibrate(opts: QuantizeOptions, built: Any, recipe: _Recipe, calib_set: An
     prefix = "model." if graph is not recipe.model else ""
     q = recipe.tuned.quantized if recipe.tuned else quantize_pt2e(
         graph, inputs, method=recipe.method, layout=opts.layout, rounding=opts.rounding, progress=opts.progress)
+    keep, auto = opts.keep_float, None
+    if keep == (AUTO,):
+        keep, auto = _auto_keep_float(built, q, inputs, opts)
     mixed = quantize_pt2e(graph, inputs, method=recipe.method, layout=opts.layout, rounding=opts.rounding,
-                          progress=opts.progress, keep_float=[prefix + k for k in opts.keep_float]) \
-        if opts.keep_float else None
-    return job, q, mixed
+                          progress=opts.progress, keep_float=[prefix + k for k in keep]) if keep else None
+    return job, q, mixed, keep, auto
+
+
+def _auto_keep_float(built: Any, q: Any, calib_inputs: Any, opts: QuantizeOptions) -> tuple[tuple[str, ...], dict]:
+    """``--keep-float auto``: the proposal of the per-layer SQNR on the first calibration images."""
+    from edgecnn.quantize.report import layer_sqnr, propose_keep_float
+
+    n = max(opts.layer_images, 8)
+    proposal = propose_keep_float(layer_sqnr(q, calib_inputs[:n], opts.progress),
+                                  [m for m, _ in built.model.named_modules() if m])
+    return tuple(p["layer"] for p in proposal), {"chosen_on": f"{min(n, len(calib_inputs))} calibration images",
+                                                  "proposal": proposal}
 
 
 def _export_options(opts: QuantizeOptions, built: Any, method: str, *, calib_dir: Path, n: int, quantized: Any,
