@@ -86,6 +86,19 @@ def _constant(gm: GraphModule, value: float, like: Node) -> Node | float:
     return node
 
 
+def _replace(gm: GraphModule, node: Node, new: Node) -> None:
+    node.replace_all_uses_with(new)
+    gm.graph.erase_node(node)
+
+
+def _recompiled(gm: GraphModule, rewritten: int) -> int:
+    """``rewritten``, after checking and recompiling ``gm`` if anything was."""
+    if rewritten:
+        gm.graph.lint()
+        gm.recompile()
+    return rewritten
+
+
 def decompose_gates(gm: GraphModule) -> int:
     """Rewrite ``silu`` and ``hardsigmoid`` of ``gm`` into ops with int8 TFLite kernels (in place).
 
@@ -111,13 +124,9 @@ def decompose_gates(gm: GraphModule) -> int:
         if node.target in INPLACE and isinstance(x, Node):  # later readers of x saw the mutated tensor
             for user in [u for u in x.users if order.get(u, -1) > order[node]]:
                 user.replace_input_with(x, out)
-        node.replace_all_uses_with(out)
-        gm.graph.erase_node(node)
+        _replace(gm, node, out)
         rewritten += 1
-    if rewritten:
-        gm.graph.lint()
-        gm.recompile()
-    return rewritten
+    return _recompiled(gm, rewritten)
 
 
 BATCH_NORM = aten.batch_norm.default
@@ -162,15 +171,11 @@ def batch_norms_as_depthwise(gm: GraphModule) -> int:
                 attrs.append(attr)
             conv = _insert(gm, aten.conv2d.default, (x, *attrs, [1, 1], [0, 0], [1, 1], channels), node,
                            last=True)
-        node.replace_all_uses_with(conv)
-        gm.graph.erase_node(node)
+        _replace(gm, node, conv)
         for stale in (a for a in tensors if isinstance(a, Node) and not a.users):
             gm.graph.erase_node(stale)
         rewritten += 1
-    if rewritten:
-        gm.graph.lint()
-        gm.recompile()
-    return rewritten
+    return _recompiled(gm, rewritten)
 
 
 def _is_relu6(node: object) -> bool:
