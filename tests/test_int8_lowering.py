@@ -269,8 +269,8 @@ def test_standalone_batch_norms_become_depthwise_convs_with_the_same_outputs():
     _fuse_conv_bn_(graph)  # what prepare_pt2e does first: conv -> BN folded, stem.1 and norm2 gone
     assert batch_norms_as_depthwise(graph) == 3
     assert torch.ops.aten.batch_norm.default not in _targets(graph)
-    depthwise = [n for n in graph.graph.nodes if n.target == torch.ops.aten.conv2d.default and n.args[-1] != 1]
-    assert sorted(n.args[-1] for n in depthwise) == [16, 24, 32]  # groups = channels
+    groups = [n.args[6] for n in graph.graph.nodes if n.target == torch.ops.aten.conv2d.default and len(n.args) > 6]
+    assert sorted(groups) == [16, 24, 32]  # one depthwise conv per BatchNorm: groups = its channels
     with torch.no_grad():
         for i in range(len(x)):
             torch.testing.assert_close(graph(x[i:i + 1]), model(x[i:i + 1]), rtol=1e-5, atol=1e-5)
