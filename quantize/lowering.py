@@ -77,12 +77,19 @@ def _constant(gm: GraphModule, value: float, like: Node) -> Node | float:
     val = like.meta.get("val")
     if not isinstance(val, torch.Tensor):
         return value
+    return _buffer(gm, "_edgecnn_gate_constant_", torch.full((1,) * val.dim(), value, dtype=val.dtype),
+                   val.new_full((1,) * val.dim(), value))
+
+
+def _buffer(gm: GraphModule, prefix: str, value: torch.Tensor, meta_val: torch.Tensor) -> Node:
+    """A ``get_attr`` node reading ``value``, registered on ``gm`` as a new buffer named ``prefix<n>``
+    (``meta_val``: what the graph's shape propagation sees for it, fake like its neighbours')."""
     from torchao.quantization.pt2e.utils import get_new_attr_name_with_prefix
 
-    name = get_new_attr_name_with_prefix("_edgecnn_gate_constant_")(gm)
-    gm.register_buffer(name, torch.full((1,) * val.dim(), value, dtype=val.dtype))
+    name = get_new_attr_name_with_prefix(prefix)(gm)
+    gm.register_buffer(name, value)
     node = gm.graph.get_attr(name)
-    node.meta["val"] = val.new_full((1,) * val.dim(), value)
+    node.meta["val"] = meta_val
     return node
 
 
@@ -143,8 +150,6 @@ def batch_norms_as_depthwise(gm: GraphModule) -> int:
     Runs after ``prepare_pt2e`` folded the BatchNorms that follow a conv, so what is left stands
     alone. Training-mode BatchNorms (QAT) are left as they are. Returns how many were rewritten.
     """
-    from torchao.quantization.pt2e.utils import get_new_attr_name_with_prefix
-
     rewritten = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target != BATCH_NORM:
@@ -160,15 +165,10 @@ def batch_norms_as_depthwise(gm: GraphModule) -> int:
             scale = torch.rsqrt(var + eps) * (1.0 if weight is None else weight)
             shift = (0.0 if bias is None else bias) - mean * scale
         channels = scale.numel()
-        attrs = []
         with gm.graph.inserting_before(node):
-            for prefix, value in (("_edgecnn_bn_weight_", scale.reshape(channels, 1, 1, 1)),
-                                  ("_edgecnn_bn_bias_", shift.reshape(channels))):
-                name = get_new_attr_name_with_prefix(prefix)(gm)
-                gm.register_buffer(name, value.detach().clone())
-                attr = gm.graph.get_attr(name)
-                attr.meta["val"] = val.new_empty(value.shape)
-                attrs.append(attr)
+            attrs = [_buffer(gm, prefix, value.detach().clone(), val.new_empty(value.shape))
+                     for prefix, value in (("_edgecnn_bn_weight_", scale.reshape(channels, 1, 1, 1)),
+                                           ("_edgecnn_bn_bias_", shift.reshape(channels)))]
             conv = _insert(gm, aten.conv2d.default, (x, *attrs, [1, 1], [0, 0], [1, 1], channels), node,
                            last=True)
         _replace(gm, node, conv)

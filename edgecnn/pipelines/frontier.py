@@ -173,10 +173,11 @@ def _label_points(ax: Any, points: list[tuple[str, float, float]], markers: list
         for offset, ha, va in _LABEL_SPOTS:
             label = ax.annotate(text, (x, y), fontsize=7, xytext=offset, textcoords="offset points", ha=ha, va=va)
             box = label.get_window_extent(renderer)
-            if best is None or cost(box) < best[0]:
+            c = cost(box)
+            if best is None or c < best[0]:
                 if best:
                     best[1].remove()
-                best = (cost(box), label, box)
+                best = (c, label, box)
             else:
                 label.remove()
             if best[0] == 0:

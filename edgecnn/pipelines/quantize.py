@@ -391,7 +391,8 @@ def _recipe(opts: QuantizeOptions, built: Any, calib_set: Any, train_data: str |
     return recipe
 
 
-def _calibrate(opts: QuantizeOptions, built: Any, recipe: _Recipe, calib_set: Any, scratch: Path) -> tuple[Any, Any, Any]:
+def _calibrate(opts: QuantizeOptions, built: Any, recipe: _Recipe, calib_set: Any,
+               scratch: Path) -> tuple[Any, Any, Any, tuple[str, ...], dict | None]:
     """The one PT2E calibration of the graph the file holds (pixel input, logits; QAT's learned one
     instead), and the ``--keep-float`` graph. Returns (the job describing that graph, int8 graph,
     mixed graph or None, the layers kept float, ``--keep-float auto``'s choice or None)."""
@@ -417,10 +418,14 @@ def _auto_keep_float(built: Any, q: Any, calib_inputs: Any, opts: QuantizeOption
     from edgecnn.quantize.report import layer_sqnr, propose_keep_float
 
     n = max(opts.layer_images, 8)
-    proposal = propose_keep_float(layer_sqnr(q, calib_inputs[:n], opts.progress),
-                                  [m for m, _ in built.model.named_modules() if m])
+    proposal = propose_keep_float(layer_sqnr(q, calib_inputs[:n], opts.progress), _layer_names(built))
     return tuple(p["layer"] for p in proposal), {"chosen_on": f"{min(n, len(calib_inputs))} calibration images",
                                                   "proposal": proposal}
+
+
+def _layer_names(built: Any) -> list[str]:
+    """The names ``--keep-float`` takes: the built model's modules."""
+    return [n for n, _ in built.model.named_modules() if n]
 
 
 def _export_options(opts: QuantizeOptions, built: Any, method: str, *, calib_dir: Path, n: int, quantized: Any,
@@ -445,9 +450,8 @@ def _fidelity(opts: QuantizeOptions, built: Any, recipe: _Recipe, q: Any, export
                           name=exported.name)
     from edgecnn.quantize.report import propose_keep_float
 
-    modules = [n for n, _ in built.model.named_modules() if n]
     fid.extra = {"eval_source": evalset.source, "file": entry["path"], "calibration": calibration,
-                 "keep_float_proposal": propose_keep_float(fid.layers, modules),
+                 "keep_float_proposal": propose_keep_float(fid.layers, _layer_names(built)),
                  "cle": recipe.cle, "bias_correction": recipe.bias_correction,
                  "rounding": opts.rounding, "adaround": q.adaround,
                  "float_ops": {"in_file": entry["float_ops"], "by_op": entry["float_op_names"],

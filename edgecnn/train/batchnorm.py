@@ -12,7 +12,7 @@ over a fixed set of images, measured with the current weights.
 from __future__ import annotations
 
 import math
-from typing import Collection, Iterable
+from typing import Collection, Iterable, Iterator
 
 import torch
 from torch import nn
@@ -23,15 +23,20 @@ PRECISE_BN_IMAGES = 4096
 STALE_WEIGHT = math.exp(-5)
 
 
+def _named(model: nn.Module) -> Iterator[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+    """(name, layer) of each BatchNorm of ``model`` that keeps running statistics."""
+    return ((n, m) for n, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats)
+
+
 def batch_norms(model: nn.Module, names: Collection[str] | None = None) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BatchNorm layers of ``model`` that keep running statistics (only those named in ``names``)."""
-    return [m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-            and m.track_running_stats and (names is None or n in names)]
+    return [m for n, m in _named(model) if names is None or n in names]
 
 
 def updating(model: nn.Module) -> set[str]:
     """Names of the BatchNorm layers of ``model`` that training updates (in training mode: not frozen)."""
-    return {n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training}
+    return {n for n, m in _named(model) if m.training}
 
 
 def stale(model: nn.Module, steps: int) -> bool:
