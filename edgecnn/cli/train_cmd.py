@@ -116,9 +116,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "of the raw ones (default off); e.g. --ema 0.999")
     o.add_argument("--precise-bn", type=bounded(L.PRECISE_BN), default=None, metavar="N",
                    help="before each evaluation, recompute BatchNorm running statistics from N fixed "
-                        "training images (default: 4096 in runs from random weights while the running averages still weigh their "
-                        "initial values more than e^-5, as after a short run of MobileNetV3 or "
-                        "EfficientNet-Lite, whose momentum is 0.01; 0: never); e.g. --precise-bn 0")
+                        "training images (default: 4096 in runs from random weights while the running "
+                        "averages still weigh their initial values more than e^-5, as after a short run of "
+                        "MobileNetV3 or EfficientNet-Lite, whose momentum is 0.01; 0: never); "
+                        "e.g. --precise-bn 0")
     o.add_argument("--seed", type=bounded(L.SEED), default=0, metavar="S",
                    help="seed of initialisation, split, order and augmentation (default 0); e.g. --seed 1")
     f = p.add_argument_group("fine-tuning")
